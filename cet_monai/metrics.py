@@ -1,0 +1,158 @@
+"""Quality metrics against a clean reference, defined once for tests, validation, demo and benchmarks.
+
+A self-supervised denoiser has no known intensity scale, so every comparison first fits the
+prediction to the reference by least squares (``ref ~ a * pred + b``) and then measures:
+
+* **PSNR** (dB) with MONAI's :class:`monai.metrics.PSNRMetric`, peak = data range of the
+  reference (``max(ref) - min(ref)``).
+* **SSIM** with MONAI's :class:`monai.metrics.SSIMMetric` in 3D (Gaussian window 11, sigma 1.5),
+  ``data_range`` = data range of the reference.
+* **FSC** (Fourier shell correlation) between two volumes, the resolution where it falls below
+  0.5 and 0.143, in angstrom.
+
+The best Gaussian filter (:func:`best_gaussian`) is chosen separately for each metric, so the
+baseline is the strongest one a filter can give.
+
+All volumes are (Z, Y, X) numpy arrays or torch tensors; the functions return Python floats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.metrics import PSNRMetric, SSIMMetric
+from scipy import ndimage
+
+__all__ = [
+    "fit_scale_offset",
+    "psnr",
+    "ssim",
+    "quality",
+    "fourier_shell_correlation",
+    "fsc_resolution",
+    "best_gaussian",
+    "GaussianBaseline",
+]
+
+
+def _as_f64(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def fit_scale_offset(pred, ref) -> np.ndarray:
+    """Least-squares fit ``a * pred + b`` of ``pred`` to ``ref``; returns the fitted volume (float64).
+
+    A constant ``pred`` cannot be scaled; it is fitted by its offset alone (``a = 0``).
+    """
+    p, r = _as_f64(pred), _as_f64(ref)
+    if p.shape != r.shape:
+        raise ValueError(f"prediction shape {p.shape} differs from reference shape {r.shape}")
+    pc = p - p.mean()
+    var = float((pc * pc).sum())
+    a = float((pc * (r - r.mean())).sum()) / var if var > 0 else 0.0
+    return a * pc + r.mean()
+
+
+def _to_batch(x: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float32)[None, None]
+
+
+def psnr(pred, ref, fit: bool = True) -> float:
+    """PSNR in dB of ``pred`` against ``ref`` (both (Z, Y, X)), peak = data range of ``ref``."""
+    r = _as_f64(ref)
+    p = fit_scale_offset(pred, r) if fit else _as_f64(pred)
+    metric = PSNRMetric(max_val=float(r.max() - r.min()))
+    return float(metric(_to_batch(p), _to_batch(r)).item())
+
+
+def ssim(pred, ref, fit: bool = True) -> float:
+    """3D SSIM of ``pred`` against ``ref`` (Gaussian window 11, sigma 1.5, data range of ``ref``)."""
+    r = _as_f64(ref)
+    p = fit_scale_offset(pred, r) if fit else _as_f64(pred)
+    if min(r.shape) < 11:
+        raise ValueError(f"SSIM needs every axis >= 11 voxels (window size), got {r.shape}")
+    metric = SSIMMetric(spatial_dims=3, data_range=float(r.max() - r.min()))
+    return float(metric(_to_batch(p), _to_batch(r)).item())
+
+
+def quality(pred, ref) -> dict[str, float]:
+    """``{"psnr": dB, "ssim": ...}`` of ``pred`` against ``ref`` after the scale/offset fit."""
+    return {"psnr": psnr(pred, ref), "ssim": ssim(pred, ref)}
+
+
+def fourier_shell_correlation(a, b, voxel_size: float = 1.0, n_shells: int | None = None):
+    """Fourier shell correlation of two volumes of the same (Z, Y, X) shape.
+
+    Frequencies are normalised per axis (so anisotropic boxes get spherical shells in units of
+    cycles per voxel) and binned into ``n_shells`` shells up to Nyquist (default: half the
+    smallest dimension).
+
+    Returns:
+        (spatial_frequency, fsc): two 1D arrays; frequency in 1/angstrom for ``voxel_size`` in A.
+    """
+    fa, fb = np.fft.rfftn(_as_f64(a)), np.fft.rfftn(_as_f64(b))
+    shape = np.shape(a)
+    n_shells = n_shells or min(shape) // 2
+    freqs = np.meshgrid(
+        np.fft.fftfreq(shape[0]), np.fft.fftfreq(shape[1]), np.fft.rfftfreq(shape[2]), indexing="ij"
+    )
+    radius = np.sqrt(sum(f * f for f in freqs))  # cycles / voxel, Nyquist = 0.5
+    shell = np.minimum((radius / 0.5 * n_shells).astype(np.int64), n_shells)
+    keep = shell < n_shells
+    shell = shell[keep]
+    cross = np.bincount(shell, (fa * np.conj(fb)).real[keep], minlength=n_shells)
+    pa = np.bincount(shell, (np.abs(fa) ** 2)[keep], minlength=n_shells)
+    pb = np.bincount(shell, (np.abs(fb) ** 2)[keep], minlength=n_shells)
+    fsc = cross / np.sqrt(np.maximum(pa * pb, np.finfo(np.float64).tiny))
+    frequency = (np.arange(n_shells) + 0.5) / n_shells * 0.5 / voxel_size
+    return frequency, fsc
+
+
+def fsc_resolution(frequency: np.ndarray, fsc: np.ndarray, threshold: float) -> float:
+    """Resolution (1/frequency, angstrom) where ``fsc`` first falls below ``threshold``.
+
+    Linear interpolation between the shells around the crossing; ``inf`` if the first shell is
+    already below, the Nyquist resolution if the curve never falls below.
+    """
+    below = np.nonzero(fsc < threshold)[0]
+    # the first shell (lowest frequencies) is skipped: it is dominated by the mean
+    below = below[below > 0]
+    if fsc[0] < threshold:
+        return float("inf")
+    if below.size == 0:
+        return float(1.0 / frequency[-1])
+    i = below[0]
+    f0, f1, c0, c1 = frequency[i - 1], frequency[i], fsc[i - 1], fsc[i]
+    f = f0 + (c0 - threshold) / (c0 - c1) * (f1 - f0) if c0 != c1 else f1
+    return float(1.0 / f)
+
+
+@dataclass
+class GaussianBaseline:
+    """The best Gaussian filter of a noisy volume for one metric."""
+
+    metric: str
+    sigma: float  # voxels
+    value: float
+    filtered: np.ndarray
+
+
+def best_gaussian(noisy, ref, sigmas=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0)):
+    """Gaussian filter of ``noisy`` at the sigma (voxels) that is best for PSNR and for SSIM, separately.
+
+    Returns:
+        ``{"psnr": GaussianBaseline, "ssim": GaussianBaseline}``.
+    """
+    x = _as_f64(noisy)
+    best: dict[str, GaussianBaseline] = {}
+    for sigma in sigmas:
+        filtered = ndimage.gaussian_filter(x, sigma)
+        for name, fn in (("psnr", psnr), ("ssim", ssim)):
+            value = fn(filtered, ref)
+            if name not in best or value > best[name].value:
+                best[name] = GaussianBaseline(name, float(sigma), value, filtered.astype(np.float32))
+    return best
