@@ -1,0 +1,14 @@
+"""Inference over whole tomograms: sliding windows, input versions and Monte-Carlo dropout."""
+
+from .dropout import DropoutPassState, is_dropout, mc_dropout
+from .mc_inferer import IdentitySampler, MCDropoutInferer, WindowSampler, is_out_of_memory
+
+__all__ = [
+    "DropoutPassState",
+    "IdentitySampler",
+    "MCDropoutInferer",
+    "WindowSampler",
+    "is_dropout",
+    "is_out_of_memory",
+    "mc_dropout",
+]

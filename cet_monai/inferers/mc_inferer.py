@@ -1,0 +1,188 @@
+"""Whole-tomogram inference: sliding windows, several input versions, Monte-Carlo dropout passes.
+
+For every window ``x`` (a cube cut from the tomogram) the inferer forms ``K`` input versions
+``p_1..p_K`` (a :class:`WindowSampler` decides how: the window itself, Bernoulli-masked copies
+for the real-space method, Fourier-masked copies for the Fourier method), runs each through the
+network in ``T`` dropout passes, and combines the ``K*T`` predictions (by default their mean,
+``z = 1/(K*T) sum_k sum_t f_t(p_k)``). MONAI's :class:`~monai.inferers.SlidingWindowInferer`
+then blends the overlapping windows (Gaussian weights by default).
+
+The ``K*T`` passes of all windows of a sliding-window batch are stacked into one network batch
+(cut into chunks of at most ``max_batch``), not looped one by one. When the GPU runs out of
+memory the chunk is halved, with a warning, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from monai.inferers import Inferer, SlidingWindowInferer
+
+from .dropout import mc_dropout
+
+__all__ = ["WindowSampler", "IdentitySampler", "MCDropoutInferer", "is_out_of_memory"]
+
+
+class WindowSampler:
+    """How the ``K`` input versions of a batch of windows are made and their predictions combined.
+
+    Subclasses set ``num_versions`` and override :meth:`versions` (and :meth:`combine` when the
+    plain mean is not the estimate).
+    """
+
+    num_versions: int = 1
+
+    def versions(self, windows: torch.Tensor, generator: torch.Generator):
+        """Input versions of ``windows`` (B, C, Z, Y, X): returns ``(inputs (K, B, C, Z, Y, X), aux)``."""
+        raise NotImplementedError
+
+    def combine(self, predictions: torch.Tensor, aux) -> torch.Tensor:
+        """Estimate from ``predictions`` (T, K, B, C, Z, Y, X): the mean over passes and versions."""
+        return predictions.mean(dim=(0, 1))
+
+
+class IdentitySampler(WindowSampler):
+    """One version: the window itself (plain network, or dropout passes only)."""
+
+    num_versions = 1
+
+    def versions(self, windows, generator):
+        return windows.unsqueeze(0), None
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA (or other accelerator) out-of-memory errors."""
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+class MCDropoutInferer(Inferer):
+    """Sliding-window inference with ``K`` input versions times ``T`` dropout passes per window.
+
+    Args:
+        roi_size: window size (Z, Y, X) in voxels; a multiple of the network's divisor.
+        sampler: makes the input versions; default :class:`IdentitySampler`.
+        passes: ``T``, dropout passes per version (dropout off when 0: one deterministic pass).
+        sw_batch_size: windows per sliding-window step.
+        overlap: window overlap fraction.
+        mode: blending, ``"gaussian"`` (default) or ``"constant"``.
+        max_batch: most samples (windows x versions x passes) per network call; ``None``: all.
+        seed: seeds the versions' randomness and the passes' dropout masks, so results are
+            reproducible; each call draws new versions from a generator seeded once here.
+        return_std: also return the per-voxel standard deviation over the ``K*T`` predictions.
+        window_transform: applied to each window before the versions are made (e.g. the
+            whole-tomogram normalisation, so a memory-mapped raw tomogram never needs a
+            normalised copy).
+        sw_device: device the network runs on (default: the input's); ``device``: device the
+            stitched output is accumulated on (default: the input's, e.g. CPU while windows go
+            to the GPU).
+        progress: a tqdm progress bar over windows.
+    """
+
+    def __init__(
+        self,
+        roi_size: Sequence[int] | int,
+        sampler: WindowSampler | None = None,
+        passes: int = 8,
+        sw_batch_size: int = 2,
+        overlap: float = 0.5,
+        mode: str = "gaussian",
+        max_batch: int | None = None,
+        seed: int = 0,
+        return_std: bool = False,
+        window_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        sw_device: torch.device | str | None = None,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__()
+        if passes < 0:
+            raise ValueError(f"passes must be >= 0, got {passes}")
+        self.sampler = sampler or IdentitySampler()
+        self.passes = int(passes)
+        self.max_batch = max_batch
+        self.seed = int(seed)
+        self.return_std = return_std
+        self.window_transform = window_transform
+        self.sliding_window = SlidingWindowInferer(
+            roi_size=roi_size,
+            sw_batch_size=sw_batch_size,
+            overlap=overlap,
+            mode=mode,
+            sw_device=sw_device,
+            device=device,
+            progress=progress,
+        )
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs):
+        """Denoise ``inputs`` (B, C, Z, Y, X); returns the estimate, or ``{"mean", "std"}``."""
+        n_passes = max(self.passes, 1)
+        seeds = [self.seed * 10_007 + t for t in range(n_passes)] if self.passes > 0 else None
+        generator_device = kwargs.pop("generator_device", None)
+        generators: dict[str, torch.Generator] = {}
+
+        def generator_for(device: torch.device) -> torch.Generator:
+            key = str(generator_device or device)
+            if key not in generators:
+                generators[key] = torch.Generator(device=key).manual_seed(self.seed)
+            return generators[key]
+
+        training = network.training
+        try:
+            if self.passes > 0:
+                ctx = mc_dropout(network, seeds)
+            else:
+                network.eval()
+                ctx = _null_state()
+            with ctx as state, torch.no_grad():
+
+                def predictor(windows: torch.Tensor):
+                    windows = torch.as_tensor(windows).float()
+                    if self.window_transform is not None:
+                        windows = self.window_transform(windows)
+                    versions, aux = self.sampler.versions(windows, generator_for(windows.device))
+                    k, b = versions.shape[:2]
+                    flat = versions.reshape((k * b,) + versions.shape[2:])
+                    batch = flat.repeat((n_passes,) + (1,) * (flat.dim() - 1))
+                    pass_index = torch.arange(n_passes).repeat_interleave(k * b)
+                    out = self._run(network, batch, pass_index, state, *args, **kwargs)
+                    preds = out.reshape((n_passes, k, b) + out.shape[1:])
+                    estimate = self.sampler.combine(preds, aux)
+                    if self.return_std:
+                        return {"mean": estimate, "std": preds.float().std(dim=(0, 1), unbiased=False)}
+                    return estimate
+
+                return self.sliding_window(inputs, predictor)
+        finally:
+            network.train(training)
+
+    def _run(self, network, batch, pass_index, state, *args, **kwargs) -> torch.Tensor:
+        """Network over ``batch`` in chunks of at most ``max_batch``, halving on out-of-memory."""
+        chunk = self.max_batch or batch.shape[0]
+        outputs, start = [], 0
+        while start < batch.shape[0]:
+            stop = min(start + chunk, batch.shape[0])
+            if state is not None:
+                state.pass_index = pass_index[start:stop]
+            try:
+                outputs.append(network(batch[start:stop], *args, **kwargs))
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if not is_out_of_memory(error) or chunk == 1:
+                    raise
+                chunk = max(1, (stop - start) // 2)
+                self.max_batch = chunk
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                warnings.warn(f"out of memory: network batch halved to {chunk} and the run goes on")
+                continue
+            start = stop
+        return torch.cat(outputs, dim=0)
+
+
+class _null_state:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,27 @@
+"""Networks and their presets.
+
+Presets (keyword arguments of :class:`DropoutUNet`):
+
+* ``small``: trains in minutes on 2 CPU cores; 3 down-samplings, 16-64 channels.
+* ``seed``: the seed method's network for GPUs; 48 channels at every level, 5 down-samplings,
+  dropout 0.3 in the decoder (patches must be multiples of 32 voxels).
+"""
+
+from __future__ import annotations
+
+from .unet import DropoutUNet
+
+PRESETS: dict[str, dict] = {
+    "small": {"features": (16, 32, 64, 64), "dropout": 0.3, "norm": None},
+    "seed": {"features": (48, 48, 48, 48, 48, 48), "dropout": 0.3, "norm": None},
+}
+
+
+def network_from_preset(preset: str = "small", **overrides) -> DropoutUNet:
+    """A :class:`DropoutUNet` from a preset name, with any keyword overridden."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown network preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return DropoutUNet(**{**PRESETS[preset], **overrides})
+
+
+__all__ = ["DropoutUNet", "PRESETS", "network_from_preset"]

@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from cet_monai.networks import PRESETS, DropoutUNet, network_from_preset
+
+
+def test_presets_build_and_keep_shape():
+    small = network_from_preset("small")
+    x = torch.randn(2, 1, 16, 16, 16)
+    assert small(x).shape == x.shape
+    seed = network_from_preset("seed")
+    assert seed.divisor == 32 and len(PRESETS["seed"]["features"]) == 6
+    assert all(c.out_channels == 48 for c in [seed.encoders[0][0].conv])
+
+
+def test_dropout_only_in_decoder():
+    net = DropoutUNet(features=(4, 8, 8), dropout=0.4)
+    enc = [m for m in net.encoders.modules() if isinstance(m, torch.nn.Dropout)]
+    dec = [m for m in net.decoders.modules() if isinstance(m, torch.nn.Dropout)]
+    assert not enc and dec and all(m.p == 0.4 for m in dec)
+    no_dropout = DropoutUNet(features=(4, 8), dropout=0.0)
+    assert not [m for m in no_dropout.modules() if isinstance(m, torch.nn.Dropout)]
+
+
+def test_bad_sizes_and_options_are_clear():
+    net = DropoutUNet(features=(4, 8, 8))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        net(torch.randn(1, 1, 10, 16, 16))
+    with pytest.raises(ValueError, match="unknown network preset"):
+        network_from_preset("huge")
+    with pytest.raises(ValueError, match="dropout"):
+        DropoutUNet(dropout=1.0)
