@@ -1,0 +1,848 @@
+"""Fourier-space sample generation (Noise2Noise from one tomogram) as MONAI transforms.
+
+Everything works on the rfft half spectrum: for a volume of spatial shape ``(Z, Y, X)`` the
+spectrum ``F = torch.fft.rfftn(x, dim=(-3, -2, -1))`` has shape ``(Z, Y, X//2 + 1)`` and samples
+are ``torch.fft.irfftn(F * w, s=(Z, Y, X), dim=(-3, -2, -1))`` -- real by construction, odd
+sizes included. Every mask is made Hermitian-consistent on the planes that hold their own
+conjugates (last-axis index 0 and, for even X, X//2; see
+:func:`~cet_monai.transforms._utils.hermitian_symmetrize`), so a half-spectrum mask means the
+same as the full-spectrum mask with ``w(-k) = w(k)``.
+
+Two families of masks:
+
+* **seed** masks (the seed method): ``w = clip(ball + blocks, max=1) * sign``. ``ball`` is a
+  low-pass ball always kept, its radius drawn per mask so that it holds a fraction
+  ``f ~ U(lowpass_fraction)`` (default 5-10 %) of the half-spectrum coefficients (radius in
+  cycles/voxel, so anisotropic shapes get a physically round ball); ``blocks`` is
+  Bernoulli(``keep_prob``) on a grid ``block_scale`` times coarser than the half spectrum,
+  upsampled by nearest neighbour with a random grid offset; ``sign`` is -1 with probability
+  ``flip_prob`` per coefficient. Samples are not rescaled. Over masks,
+  ``E[w(k)] = (1 - 2 q) * (P_ball(k) + (1 - P_ball(k)) * p)`` with ``p = keep_prob``,
+  ``q = flip_prob`` (:func:`expected_seed_mask`), hence ``E[sample] = irfftn(F * E[w])``: a
+  smooth low-pass of ``x`` (0.8 at the lowest frequencies, 0.4 at the highest, by default).
+  Input and target of a pair come from independent masks, so they share the ball and about a
+  quarter of the other coefficients: their noise is correlated.
+* **split** masks (beyond the seed): a Bernoulli(``keep_prob``) mask ``m`` (per coefficient, or
+  in blocks of ``split_block_size``) restricted to the coefficients the tomogram measured
+  (outside the missing wedge, :func:`missing_wedge_mask`); the input gets ``m``, the target
+  the complement. Scaling (``scaling=``): input weights ``c_in * m * W``, target weights
+  ``c_t * (1 - m) * W`` with ``W`` the measured region and
+
+  - ``"energy"`` (default): ``c_in = 1/sqrt(p)``, ``c_t = 1/sqrt(1-p)``: each sample has, in
+    expectation over masks, the energy (power spectrum) of the measured full spectrum -- for
+    white noise its variance equals that of the wedge-filtered input. Then
+    ``E[input] = sqrt(p) * x_W`` and ``E[target] = sqrt(1-p) * x_W``;
+  - ``"mean"``: ``c_in = 1/p``, ``c_t = 1/(1-p)``: ``E[input] = E[target] = x_W``;
+  - ``"none"``: ``c = 1``: ``E[input] = p * x_W``, ``E[target] = (1-p) * x_W``,
+
+  where ``x_W = irfftn(F * W)`` is the wedge-filtered input (``x`` itself with
+  ``tilt_range_deg=None``) and ``p`` is the realised ``keep_prob`` (quantised to 1/65536).
+  With ``keep_dc=True`` (default) the DC coefficient (the mean) is the one exception: it goes,
+  unscaled, to both samples, so every sample keeps the input's mean and the expectations
+  above hold for ``x_W - mean(x)`` with ``mean(x)`` added back unchanged. Because a
+  coefficient and its conjugate always go to the same half, for white noise the input and
+  target noise are independent (apart from the shared DC, which a Pearson correlation removes).
+
+The pairs are drawn BEFORE any flip augmentation: apply :class:`~cet_monai.transforms.RandWedgeFlipd`
+to ``image`` and ``label`` together afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from copy import deepcopy
+from typing import TYPE_CHECKING, Hashable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms.traits import MultiSampleTrait
+from monai.utils import TransformBackends
+
+from ._utils import (
+    RNG,
+    as_rng,
+    block_bool,
+    block_bool_np,
+    check_prob,
+    get_meta_value,
+    hermitian_symmetrize,
+    quantized_prob,
+    rand_bool,
+    rand_bool_np,
+    rand_uniform,
+    spatial_tuple,
+    to_tensor,
+    wrap_like,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pool import FourierSamplePool
+
+__all__ = [
+    "FFT_DIMS",
+    "missing_wedge_mask",
+    "measured_mask",
+    "LowpassBall",
+    "seed_fourier_mask",
+    "expected_seed_mask",
+    "split_fourier_mask",
+    "split_weights",
+    "split_scales",
+    "masked_irfft",
+    "RandFourierPair",
+    "RandFourierPaird",
+    "FourierVersions",
+    "fourier_versions",
+    "combine_split_predictions",
+]
+
+FFT_DIMS = (-3, -2, -1)
+SCALINGS = ("energy", "mean", "none")
+
+
+def half_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    z, y, x = (int(s) for s in shape[-3:])
+    return z, y, x // 2 + 1
+
+
+# ------------------------------------------------------------------ missing wedge
+
+
+def _tilt_axis_index(tilt_axis) -> int:
+    if isinstance(tilt_axis, str):
+        key = tilt_axis.upper()
+        if key not in ("Y", "X"):
+            raise ValueError(f"tilt_axis must be 'Y' or 'X' (Z is the beam axis), got {tilt_axis!r}.")
+        return 1 if key == "Y" else 2
+    idx = int(tilt_axis)
+    if idx not in (1, 2):
+        raise ValueError(f"tilt_axis must be spatial axis 1 (Y) or 2 (X), got {tilt_axis!r}.")
+    return idx
+
+
+def missing_wedge_mask(
+    shape: Sequence[int],
+    tilt_range_deg: float = 60.0,
+    tilt_axis: str | int = "Y",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Boolean mask, ``True`` INSIDE the missing wedge, on the rfft half-spectrum grid.
+
+    Args:
+        shape: spatial shape ``(Z, Y, X)`` of the volume (voxels assumed isotropic).
+        tilt_range_deg: largest tilt angle in degrees; the tilt series spans
+            ``[-tilt_range_deg, +tilt_range_deg]`` about the tilt axis.
+        tilt_axis: ``"Y"`` (default, spatial axis 1) or ``"X"`` (axis 2); Z is the beam direction.
+
+    Returns:
+        ``(Z, Y, X//2 + 1)`` bool tensor. With the tilt axis along Y a coefficient
+        ``(kz, ky, kx)`` (cycles/voxel) was measured iff ``|kz| <= tan(tilt_range) * |kx|``; the
+        wedge lies in the kz-kx plane around the kz axis and is the same for every ky. The DC
+        coefficient is measured. The mask is symmetric under ``k -> -k`` (Hermitian-consistent).
+    """
+    nz, ny, nx = (int(s) for s in shape[-3:])
+    t = math.tan(math.radians(float(tilt_range_deg))) if float(tilt_range_deg) < 90 else math.inf
+    kz = torch.fft.fftfreq(nz, dtype=torch.float64).abs().view(-1, 1, 1)
+    if _tilt_axis_index(tilt_axis) == 1:
+        other = torch.fft.rfftfreq(nx, dtype=torch.float64).abs().view(1, 1, -1)
+    else:
+        other = torch.fft.fftfreq(ny, dtype=torch.float64).abs().view(1, -1, 1)
+    if math.isinf(t):
+        missing = torch.zeros((nz, ny, nx // 2 + 1), dtype=torch.bool)
+    else:
+        missing = (kz > t * other + 1e-12).expand(nz, ny, nx // 2 + 1).contiguous()
+    return missing.to(device) if device is not None else missing
+
+
+def measured_mask(
+    shape: Sequence[int],
+    tilt_range_deg: float | None = 60.0,
+    tilt_axis: str | int = "Y",
+    device: torch.device | str | None = None,
+) -> torch.Tensor | None:
+    """``~missing_wedge_mask(...)``, or None (= every coefficient) when ``tilt_range_deg`` is None."""
+    if tilt_range_deg is None:
+        return None
+    return ~missing_wedge_mask(shape, tilt_range_deg, tilt_axis, device)
+
+
+@functools.lru_cache(maxsize=16)
+def _measured_cached(shape: tuple, tilt_range_deg, tilt_axis) -> torch.Tensor | None:
+    return measured_mask(shape, tilt_range_deg, tilt_axis)
+
+
+# ------------------------------------------------------------------ low-pass ball
+
+
+class LowpassBall:
+    """Radii of the low-pass ball of seed masks for one spatial shape.
+
+    ``rho2`` is the squared frequency radius (cycles/voxel) of every half-spectrum coefficient;
+    the ball holding a fraction ``f`` of the ``N`` half-spectrum coefficients is
+    ``rho2 <= r2(f)`` with ``r2(f)`` the ``ceil(f N)``-th smallest ``rho2`` (ties included).
+    """
+
+    def __init__(self, shape: Sequence[int]):
+        self.shape = tuple(int(s) for s in shape[-3:])
+        self.rho2 = self._grid(self.shape)
+        self.rho2_np = self.rho2.numpy()
+        self.sorted = np.sort(self.rho2_np.ravel())
+        self.n = self.sorted.size
+
+    @staticmethod
+    def _grid(shape) -> torch.Tensor:
+        nz, ny, nx = shape
+        fz = torch.fft.fftfreq(nz, dtype=torch.float64).view(-1, 1, 1) ** 2
+        fy = torch.fft.fftfreq(ny, dtype=torch.float64).view(1, -1, 1) ** 2
+        fx = torch.fft.rfftfreq(nx, dtype=torch.float64).view(1, 1, -1) ** 2
+        return (fz + fy + fx).to(torch.float32)
+
+    def radius2(self, fraction: float) -> float:
+        idx = min(max(math.ceil(fraction * self.n) - 1, 0), self.n - 1)
+        return float(self.sorted[idx])
+
+    def ball(self, fraction: float, device=None) -> torch.Tensor:
+        """Boolean ball ``(Z, Y, X//2+1)`` holding ``fraction`` of the coefficients, on ``device``."""
+        dev = torch.device(device) if device is not None else self.rho2.device
+        if dev != self.rho2.device:
+            cached = getattr(self, "_on_device", None)
+            if cached is None or cached.device != dev:
+                self._on_device = cached = self.rho2.to(dev)
+            return cached <= self.radius2(fraction)
+        return self.rho2 <= self.radius2(fraction)
+
+    def inclusion_probability(self, fraction_range: tuple[float, float]) -> np.ndarray:
+        """``P(k in ball)`` for ``f ~ U(fraction_range)``, per half-spectrum coefficient (float64)."""
+        f0, f1 = (float(v) for v in fraction_range)
+        j0 = np.searchsorted(self.sorted, self.rho2_np, side="left").astype(np.float64)
+        if f1 == f0:
+            return (f0 * self.n > j0).astype(np.float64)
+        return np.clip((f1 - j0 / self.n) / (f1 - f0), 0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _lowpass_cached(shape: tuple) -> LowpassBall:
+    return LowpassBall(shape)
+
+
+def lowpass_ball(shape: Sequence[int]) -> LowpassBall:
+    """The (cached, for up to 8 shapes of at most 16M coefficients) :class:`LowpassBall` of a shape."""
+    shape = tuple(int(s) for s in shape[-3:])
+    if np.prod(half_shape(shape)) > 16_000_000:
+        return LowpassBall(shape)
+    return _lowpass_cached(shape)
+
+
+def _check_fraction_range(lowpass_fraction) -> tuple[float, float]:
+    f0, f1 = (float(v) for v in lowpass_fraction)
+    if not 0.0 <= f0 <= f1 <= 1.0:
+        raise ValueError(f"lowpass_fraction must be (low, high) with 0 <= low <= high <= 1, got {lowpass_fraction}.")
+    return f0, f1
+
+
+# ------------------------------------------------------------------ masks
+
+
+def seed_fourier_mask(
+    rng: RNG,
+    shape: Sequence[int],
+    keep_prob: float = 0.5,
+    block_scale: int = 8,
+    flip_prob: float = 0.1,
+    lowpass_fraction: tuple[float, float] = (0.05, 0.10),
+    device: torch.device | str | None = None,
+    ball: LowpassBall | None = None,
+) -> torch.Tensor:
+    """One seed-method mask ``clip(ball + blocks, max=1) * sign`` on the half spectrum of ``shape``.
+
+    Returns a float32 tensor ``(Z, Y, X//2 + 1)`` with values in {-1, 0, 1}, Hermitian-consistent.
+    Draw order: ball fraction, block offsets and block grid, sign flips.
+    """
+    shape = tuple(int(s) for s in shape[-3:])
+    hs = half_shape(shape)
+    ball = ball if ball is not None else lowpass_ball(shape)
+    f0, f1 = _check_fraction_range(lowpass_fraction)
+    fraction = rand_uniform(rng, f0, f1)
+    if isinstance(rng, torch.Generator):
+        keep = hermitian_symmetrize(block_bool(rng, hs, keep_prob, block_scale, device), shape[2])
+        flips = hermitian_symmetrize(rand_bool(rng, hs, flip_prob, device), shape[2])
+        keep |= ball.ball(fraction, keep.device)
+        kf = keep.to(torch.float32)
+        return torch.where(flips, -kf, kf)
+    # RandomState: numpy on the CPU (much faster than torch for these boolean ops), then move
+    keep = hermitian_symmetrize(block_bool_np(rng, hs, keep_prob, block_scale), shape[2])
+    flips = hermitian_symmetrize(rand_bool_np(rng, hs, flip_prob), shape[2])
+    keep |= ball.rho2_np <= ball.radius2(fraction)
+    mask = (keep.view(np.int8) * (1 - 2 * flips.view(np.int8))).astype(np.float32)
+    out = torch.from_numpy(mask)
+    return out.to(device) if device is not None else out
+
+
+def expected_seed_mask(
+    shape: Sequence[int],
+    keep_prob: float = 0.5,
+    flip_prob: float = 0.1,
+    lowpass_fraction: tuple[float, float] = (0.05, 0.10),
+    quantized: bool = True,
+) -> torch.Tensor:
+    """``E[w]`` over seed masks: ``(1 - 2q) * (P_ball + (1 - P_ball) * p)``, float64 ``(Z, Y, X//2+1)``.
+
+    ``quantized=True`` uses the probabilities RandomState draws realise (1/65536 steps).
+    ``E[sample] = irfftn(F * expected_seed_mask(...))`` (then cropped, for per-patch samples).
+    """
+    p = quantized_prob(keep_prob) if quantized else float(keep_prob)
+    q = quantized_prob(flip_prob) if quantized else float(flip_prob)
+    pb = lowpass_ball(shape).inclusion_probability(_check_fraction_range(lowpass_fraction))
+    return torch.from_numpy((1.0 - 2.0 * q) * (pb + (1.0 - pb) * p))
+
+
+def split_fourier_mask(
+    rng: RNG,
+    shape: Sequence[int],
+    keep_prob: float = 0.5,
+    block_size: int = 1,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Boolean split mask ``m`` on the half spectrum ``(Z, Y, X//2 + 1)`` (``True`` -> input half).
+
+    Bernoulli(``keep_prob``) per coefficient (``block_size=1``) or per block of ``block_size``
+    coefficients (random grid offset), Hermitian-consistent. Combine with the measured region
+    through :func:`split_weights`.
+    """
+    shape = tuple(int(s) for s in shape[-3:])
+    if isinstance(rng, torch.Generator):
+        return hermitian_symmetrize(block_bool(rng, half_shape(shape), keep_prob, block_size, device), shape[2])
+    m = torch.from_numpy(hermitian_symmetrize(block_bool_np(rng, half_shape(shape), keep_prob, block_size), shape[2]))
+    return m.to(device) if device is not None else m
+
+
+def split_scales(keep_prob: float, scaling: str = "energy") -> tuple[float, float]:
+    """``(c_in, c_t)`` of the module docstring for the realised ``keep_prob``."""
+    p = quantized_prob(keep_prob)
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"split masks need 0 < keep_prob < 1, got {keep_prob}.")
+    if scaling == "energy":
+        return 1.0 / math.sqrt(p), 1.0 / math.sqrt(1.0 - p)
+    if scaling == "mean":
+        return 1.0 / p, 1.0 / (1.0 - p)
+    if scaling == "none":
+        return 1.0, 1.0
+    raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}.")
+
+
+def split_weights(
+    m: torch.Tensor,
+    measured: torch.Tensor | None,
+    keep_prob: float = 0.5,
+    scaling: str = "energy",
+    keep_dc: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 spectral weights ``(w_in, w_t)`` of a split: ``c_in * m * W`` and ``c_t * (1-m) * W``.
+
+    ``measured`` (``W``) is a bool mask broadcastable to ``m`` or None (all coefficients).
+    With ``keep_dc`` the DC coefficient gets weight 1 in both.
+    """
+    c_in, c_t = split_scales(keep_prob, scaling)
+    if measured is not None:
+        measured = measured.to(m.device)
+        a, b = m & measured, (~m) & measured
+    else:
+        a, b = m, ~m
+    w_in = a.to(torch.float32) * c_in
+    w_t = b.to(torch.float32) * c_t
+    if keep_dc:
+        w_in[..., 0, 0, 0] = 1.0
+        w_t[..., 0, 0, 0] = 1.0
+    return w_in, w_t
+
+
+def masked_irfft(spectrum: torch.Tensor, weights: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``irfftn(spectrum * weights, s=shape)`` over the last three axes (broadcasting)."""
+    return torch.fft.irfftn(spectrum * weights, s=tuple(int(s) for s in shape[-3:]), dim=FFT_DIMS)
+
+
+def _int_tuple(value, name: str) -> tuple[int, int, int]:
+    """An int, 3 ints, or a numpy/torch vector of 3 ints (e.g. from metadata) as a tuple."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value).reshape(-1)
+    if arr.size == 1:
+        return (int(arr[0]),) * 3
+    if arr.size != 3:
+        raise ValueError(f"{name} must be an int or 3 ints, got {value!r}.")
+    return tuple(int(v) for v in arr)
+
+
+def _crop(x: torch.Tensor, margin: Sequence[int]) -> torch.Tensor:
+    if not any(margin):
+        return x
+    sl = [slice(None)] * (x.ndim - 3) + [slice(m, x.shape[x.ndim - 3 + i] - m) for i, m in enumerate(margin)]
+    return x[tuple(sl)]
+
+
+# ------------------------------------------------------------------ transforms
+
+
+class RandFourierPair(RandomizableTransform, MultiSampleTrait):
+    """Noise2Noise input/target pairs made in Fourier space from one tomogram.
+
+    Args:
+        mode: ``"patch"``: seed masks applied to the spectrum of each (margin-padded) patch,
+            on the fly; ``"split"``: complementary split masks per patch; ``"pool"``: read the
+            pair from a precomputed :class:`~cet_monai.transforms.FourierSamplePool` (whose
+            ``kind``, ``"seed"`` or ``"split"``, decides the masks) at the patch position.
+        num_samples: M, the number of pairs :meth:`draw` returns.
+        pool: the :class:`FourierSamplePool` (mode ``"pool"`` only).
+        margin: voxels cropped from each side of every spatial axis after masking (int or 3
+            ints). None: read ``patch_margin`` from the image's metadata (as written by
+            :class:`RandTomogramPatchd`), 0 if absent. In pool mode it only fixes the size of the
+            central patch (image spatial shape minus twice the margin).
+        keep_prob: seed masks: block keep probability; split masks: fraction of measured
+            coefficients given to the input.
+        block_scale: seed masks: block edge length in half-spectrum coefficients.
+        flip_prob: seed masks: probability that a coefficient's sign is flipped.
+        lowpass_fraction: seed masks: ``(low, high)`` range of the fraction of half-spectrum
+            coefficients inside the always-kept low-pass ball.
+        split_block_size: split masks: edge length of the blocks that go to one half together
+            (1 = per coefficient).
+        tilt_range_deg, tilt_axis: missing wedge excluded from both halves of a split
+            (:func:`missing_wedge_mask`); None: use every coefficient.
+        scaling, keep_dc: split sample scaling, see the module docstring.
+        average: seed-style modes only: return ONE pair, the mean of the M inputs and the mean of
+            the M targets.
+        prob: probability that the transform applies at all; when it does not, each pair is
+            ``(x, x)`` (cropped by the margin; the patch itself in pool mode).
+        dtype: output dtype.
+
+    Input: ``img`` ``(C, Z', Y', X')`` numpy array or torch tensor, any device (the patch with
+    its margin). Output: torch tensors ``(C, Z'-2m, Y'-2m, X'-2m)`` on the input's device,
+    MetaTensors with the input's metadata (affine moved by the margin) when metadata is tracked.
+    Masks are shared by all channels. All randomness comes from ``self.R`` (drawn on the CPU).
+
+    Pool mode needs the patch position: ``patch_start`` argument or ``img.meta["patch_start"]``
+    (start of the central patch in tomogram voxels, ZYX). A seed pool draws 2M distinct members
+    per call, the first M paired element-wise with the last M; a split pool draws M distinct
+    complementary pairs, and swaps input and target at random when ``keep_prob == 0.5``.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+    MODES = ("patch", "split", "pool")
+
+    def __init__(
+        self,
+        mode: str = "patch",
+        num_samples: int = 6,
+        pool: FourierSamplePool | None = None,
+        margin: int | Sequence[int] | None = None,
+        keep_prob: float = 0.5,
+        block_scale: int = 8,
+        flip_prob: float = 0.1,
+        lowpass_fraction: tuple[float, float] = (0.05, 0.10),
+        split_block_size: int = 1,
+        tilt_range_deg: float | None = 60.0,
+        tilt_axis: str | int = "Y",
+        scaling: str = "energy",
+        keep_dc: bool = True,
+        average: bool = False,
+        prob: float = 1.0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        RandomizableTransform.__init__(self, prob)
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}.")
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be positive, got {num_samples}.")
+        if mode == "pool":
+            if pool is None:
+                raise ValueError("mode='pool' needs a FourierSamplePool (pool=...).")
+            limit = pool.num_pairs if pool.kind == "split" else len(pool) // 2
+            if int(num_samples) > limit:
+                raise ValueError(
+                    f"num_samples={num_samples} needs more than the pool's {len(pool)} members "
+                    f"({'M pairs' if pool.kind == 'split' else '2M members'} without replacement)."
+                )
+        self.mode = mode
+        self.pool = pool
+        self.num_samples = int(num_samples)
+        self.margin = None if margin is None else spatial_tuple(margin, "margin")
+        self.keep_prob = check_prob("keep_prob", keep_prob)
+        self.flip_prob = check_prob("flip_prob", flip_prob)
+        self.block_scale = int(block_scale)
+        self.lowpass_fraction = _check_fraction_range(lowpass_fraction)
+        self.split_block_size = int(split_block_size)
+        self.tilt_range_deg = tilt_range_deg
+        self.tilt_axis = tilt_axis
+        if tilt_range_deg is not None:
+            _tilt_axis_index(tilt_axis)
+        self.scaling = scaling
+        self.keep_dc = bool(keep_dc)
+        self.average = bool(average)
+        if self.is_split and self.average:
+            raise ValueError("average=True would mix the halves of different splits; use it with seed masks only.")
+        if mode == "split":
+            split_scales(keep_prob, scaling)  # validates
+        self.dtype = dtype
+        self._draws: list | None = None
+
+    @property
+    def is_split(self) -> bool:
+        return self.mode == "split" or (self.mode == "pool" and self.pool is not None and self.pool.kind == "split")
+
+    @property
+    def outputs_per_call(self) -> int:
+        """Pairs returned by :meth:`draw`: 1 with ``average``, else ``num_samples``."""
+        return 1 if self.average else self.num_samples
+
+    # ---- randomness
+
+    def randomize(self, spatial_shape: Sequence[int], num_samples: int = 1) -> None:  # type: ignore[override]
+        """Decide whether to apply, then draw the masks (or pool members) of ``num_samples`` pairs.
+
+        ``spatial_shape`` is the shape the masks live on: the patch WITH its margin.
+        """
+        super().randomize(None)
+        if not self._do_transform:
+            self._draws = None
+            return
+        n = int(num_samples)
+        shape = tuple(int(s) for s in spatial_shape)
+        if self.mode == "patch":
+            ball = lowpass_ball(shape)
+            masks = [
+                seed_fourier_mask(
+                    self.R, shape, self.keep_prob, self.block_scale, self.flip_prob, self.lowpass_fraction, ball=ball
+                )
+                for _ in range(2 * n)
+            ]
+            self._draws = [(masks[j], masks[n + j]) for j in range(n)]
+        elif self.mode == "split":
+            measured = _measured_cached(shape, self.tilt_range_deg, self.tilt_axis)
+            self._draws = []
+            for _ in range(n):
+                m = split_fourier_mask(self.R, shape, self.keep_prob, self.split_block_size)
+                self._draws.append(split_weights(m, measured, self.keep_prob, self.scaling, self.keep_dc))
+        else:
+            pool = self.pool
+            if pool.kind == "split":
+                pairs = self.R.choice(pool.num_pairs, size=n, replace=False)
+                swap = (
+                    self.R.random_sample(n) < 0.5 if quantized_prob(pool.keep_prob) == 0.5 else np.zeros(n, dtype=bool)
+                )
+                self._draws = [
+                    (2 * int(i) + int(s), 2 * int(i) + 1 - int(s)) for i, s in zip(pairs, swap)
+                ]
+            else:
+                idx = self.R.choice(len(pool), size=2 * n, replace=False)
+                self._draws = [(int(idx[j]), int(idx[n + j])) for j in range(n)]
+
+    # ---- application
+
+    def _margin(self, img, margin=None) -> tuple[int, int, int]:
+        if margin is None:
+            margin = self.margin
+        if margin is None:
+            margin = get_meta_value(img, "patch_margin")
+        if margin is None:
+            return (0, 0, 0)
+        return _int_tuple(margin, "margin")
+
+    def _prepare(self, img, margin=None):
+        x, _ = to_tensor(img)
+        if x.ndim != 4:
+            raise ValueError(f"expected a (C, Z, Y, X) array, got shape {tuple(x.shape)}.")
+        margin = self._margin(img, margin)
+        if any(2 * m >= s for m, s in zip(margin, x.shape[1:])):
+            raise ValueError(f"margin {margin} leaves nothing of spatial shape {tuple(x.shape[1:])}.")
+        return x, margin
+
+    def _patch_start(self, img, patch_start):
+        if patch_start is None:
+            patch_start = get_meta_value(img, "patch_start")
+        if patch_start is None:
+            raise ValueError(
+                "pool mode needs the patch position: pass patch_start= or give an image whose metadata "
+                "has 'patch_start' (RandTomogramPatchd writes it)."
+            )
+        return _int_tuple(patch_start, "patch_start")
+
+    def _pairs(self, img, x: torch.Tensor, margin, patch_start, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Plain-tensor pairs for the current draws (``n`` identity pairs when not applied)."""
+        spatial = tuple(x.shape[1:])
+        if self._draws is None:
+            c = _crop(x, margin).to(self.dtype)
+            return [(c.clone(), c.clone()) for _ in range(1 if self.average else n)]
+        if self.mode == "pool":
+            start = self._patch_start(img, patch_start)
+            size = tuple(s - 2 * m for s, m in zip(spatial, margin))
+            flat = [i for pair in self._draws for i in pair]
+            data = torch.from_numpy(self.pool.read(flat, start, size)).to(device=x.device, dtype=self.dtype)
+            if data.shape[1] != x.shape[0]:
+                raise ValueError(f"pool has {data.shape[1]} channels, image has {x.shape[0]}.")
+            pairs = [(data[2 * j], data[2 * j + 1]) for j in range(len(self._draws))]
+        else:
+            xf = x.to(torch.float32)
+            spec = torch.fft.rfftn(xf, dim=FFT_DIMS)
+            w_in = torch.stack([a for a, _ in self._draws]).to(x.device).unsqueeze(1)
+            w_t = torch.stack([b for _, b in self._draws]).to(x.device).unsqueeze(1)
+            ins = _crop(masked_irfft(spec.unsqueeze(0), w_in, spatial), margin).to(self.dtype)
+            tgs = _crop(masked_irfft(spec.unsqueeze(0), w_t, spatial), margin).to(self.dtype)
+            pairs = [(ins[j], tgs[j]) for j in range(ins.shape[0])]
+        if self.average:
+            return [(torch.stack([a for a, _ in pairs]).mean(0), torch.stack([b for _, b in pairs]).mean(0))]
+        return pairs
+
+    def _wrap(self, pairs, img, margin):
+        # the margin is cropped away: the outputs' metadata says so (the affine moves by it)
+        extra = {"patch_margin": torch.zeros(3, dtype=torch.int64)} if get_meta_value(img, "patch_margin") is not None else None
+        return [
+            (wrap_like(a.contiguous(), img, margin, extra), wrap_like(b.contiguous(), img, margin, extra))
+            for a, b in pairs
+        ]
+
+    def __call__(self, img, patch_start=None, margin=None, randomize: bool = True):  # type: ignore[override]
+        """One ``(input, target)`` pair (M = 1). ``patch_start``/``margin`` override the metadata."""
+        x, margin = self._prepare(img, margin)
+        if randomize:
+            self.randomize(x.shape[1:], 1)
+        elif self._draws is not None and len(self._draws) != 1:
+            raise RuntimeError("randomize=False needs draws for one pair.")
+        pairs = self._pairs(img, x, margin, patch_start, 1)
+        return self._wrap(pairs, img, margin)[0]
+
+    def draw(
+        self, img, num_samples: int | None = None, patch_start=None, margin=None, randomize: bool = True
+    ) -> list[tuple]:
+        """``num_samples`` (default M) ``(input, target)`` pairs, or one averaged pair with ``average``."""
+        x, margin = self._prepare(img, margin)
+        n = self.num_samples if num_samples is None else int(num_samples)
+        if randomize:
+            self.randomize(x.shape[1:], n)
+        elif self._draws is not None and len(self._draws) != n:
+            raise RuntimeError("randomize=False needs draws for the same num_samples.")
+        pairs = self._pairs(img, x, margin, patch_start, n)
+        return self._wrap(pairs, img, margin)
+
+    def identity(self, img, num_samples: int | None = None, margin=None) -> list[tuple]:
+        """What :meth:`draw` returns when the transform does not apply: ``(x, x)`` pairs."""
+        x, margin = self._prepare(img, margin)
+        n = self.num_samples if num_samples is None else int(num_samples)
+        saved, self._draws = self._draws, None
+        try:
+            return self._wrap(self._pairs(img, x, margin, None, n), img, margin)
+        finally:
+            self._draws = saved
+
+
+class RandFourierPaird(RandomizableTransform, MapTransform, MultiSampleTrait):
+    """Dictionary version of :class:`RandFourierPair` (MONAI ``num_samples`` convention).
+
+    Consumes ``d[key]`` (one key): the patch ``(C, Z', Y', X')`` -- with its margin in modes
+    ``"patch"``/``"split"``; in mode ``"pool"`` only its shape and position are used, the
+    position read from ``d["patch_start"]`` or ``d[key].meta["patch_start"]`` and the margin from
+    ``d["patch_margin"]`` / meta (as :class:`RandTomogramPatchd` writes them) unless ``margin`` is
+    given. Returns a list of M dicts (one with ``average=True``), each a copy of ``d`` with
+
+    * ``d[key]`` = input sample, ``(C, Z'-2m, Y'-2m, X'-2m)``,
+    * ``d[label_key]`` = target sample, same shape,
+
+    so a standard ``SupervisedTrainer`` trains on them with ``MSELoss``. ``set_random_state``
+    seeds this transform and the wrapped array transform alike; with ``prob=1`` it reproduces
+    ``RandFourierPair(...).set_random_state(seed).draw(...)``.
+    """
+
+    backend = RandFourierPair.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_key: str = "label",
+        mode: str = "patch",
+        num_samples: int = 6,
+        pool: FourierSamplePool | None = None,
+        margin: int | Sequence[int] | None = None,
+        keep_prob: float = 0.5,
+        block_scale: int = 8,
+        flip_prob: float = 0.1,
+        lowpass_fraction: tuple[float, float] = (0.05, 0.10),
+        split_block_size: int = 1,
+        tilt_range_deg: float | None = 60.0,
+        tilt_axis: str | int = "Y",
+        scaling: str = "energy",
+        keep_dc: bool = True,
+        average: bool = False,
+        prob: float = 1.0,
+        dtype: torch.dtype = torch.float32,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if len(self.keys) != 1:
+            raise ValueError(f"RandFourierPaird takes exactly one key, got {self.keys}.")
+        self.label_key = label_key
+        self.pairer = RandFourierPair(
+            mode=mode,
+            num_samples=num_samples,
+            pool=pool,
+            margin=margin,
+            keep_prob=keep_prob,
+            block_scale=block_scale,
+            flip_prob=flip_prob,
+            lowpass_fraction=lowpass_fraction,
+            split_block_size=split_block_size,
+            tilt_range_deg=tilt_range_deg,
+            tilt_axis=tilt_axis,
+            scaling=scaling,
+            keep_dc=keep_dc,
+            average=average,
+            prob=1.0,
+            dtype=dtype,
+        )
+
+    @property
+    def num_samples(self) -> int:
+        return self.pairer.num_samples
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.pairer.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, object]) -> list[dict]:  # type: ignore[override]
+        d = dict(data)
+        self.randomize(None)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return [deepcopy(d) for _ in range(self.pairer.outputs_per_call)]
+        key = keys[0]
+        img = d[key]
+        margin = self.pairer.margin if self.pairer.margin is not None else d.get("patch_margin")
+        start = d.get("patch_start") if self.pairer.mode == "pool" else None
+        if self._do_transform:
+            pairs = self.pairer.draw(img, patch_start=start, margin=margin)
+        else:
+            pairs = self.pairer.identity(img, margin=margin)
+        out = []
+        for inp, tgt in pairs:
+            item = {k: deepcopy(v) for k, v in d.items() if k != key}
+            item[key] = inp
+            item[self.label_key] = tgt
+            if "patch_margin" in item:  # cropped away now
+                item["patch_margin"] = torch.zeros(3, dtype=torch.int64)
+            out.append(item)
+        return out
+
+
+# ------------------------------------------------------------------ inference helpers
+
+
+class FourierVersions(NamedTuple):
+    """Result of :func:`fourier_versions`.
+
+    * ``inputs``: ``(K, B, C, Z, Y, X)`` Fourier versions of the windows.
+    * ``input_weights``: ``(K, B, 1, Z, Y, X//2+1)`` float32 spectral weights each input was
+      made with (seed: the mask in {-1, 0, 1}; split: ``w_in``, scale included).
+    * ``input_masks``: split only, ``(K, B, 1, Z, Y, X//2+1)`` bool, ``True`` where the input
+      saw the coefficient (``m & measured``, plus DC with ``keep_dc``); None for seed masks.
+    * ``target_scale``: ``c_t`` of the split (1.0 for seed masks): a network trained on split
+      pairs predicts ``c_t * signal`` on the coefficients its input did not see.
+    """
+
+    inputs: torch.Tensor
+    input_weights: torch.Tensor
+    input_masks: torch.Tensor | None
+    target_scale: float
+
+
+def fourier_versions(
+    x: torch.Tensor,
+    num_versions: int,
+    mode: str = "split",
+    generator: torch.Generator | np.random.RandomState | int | None = None,
+    keep_prob: float = 0.5,
+    block_scale: int = 8,
+    flip_prob: float = 0.1,
+    lowpass_fraction: tuple[float, float] = (0.05, 0.10),
+    split_block_size: int = 1,
+    tilt_range_deg: float | None = 60.0,
+    tilt_axis: str | int = "Y",
+    scaling: str = "energy",
+    keep_dc: bool = True,
+) -> FourierVersions:
+    """Per-window helper for Monte-Carlo inference: K Fourier versions of a batch of windows.
+
+    Args:
+        x: ``(B, C, Z, Y, X)`` torch tensor; everything is computed on ``x.device``.
+        num_versions: K.
+        mode: ``"split"`` (input half of a split; see :func:`combine_split_predictions`) or
+            ``"seed"`` (seed masks, as in modes ``"patch"``/``"pool"``).
+        generator: ``torch.Generator`` (masks drawn on its device; put it on ``x.device``),
+            ``numpy.random.RandomState``, int seed or None. Other arguments as in
+            :class:`RandFourierPair`. Each window gets its own K masks (shared by its channels).
+    """
+    if x.ndim != 5:
+        raise ValueError(f"expected (B, C, Z, Y, X), got {tuple(x.shape)}.")
+    if mode not in ("split", "seed"):
+        raise ValueError(f"mode must be 'split' or 'seed', got {mode!r}.")
+    rng = as_rng(generator)
+    k_, b_ = int(num_versions), x.shape[0]
+    shape = tuple(x.shape[-3:])
+    dev = x.device
+    weights, masks = [], []
+    target_scale = 1.0
+    if mode == "seed":
+        ball = lowpass_ball(shape)
+        for _ in range(k_ * b_):
+            weights.append(
+                seed_fourier_mask(rng, shape, keep_prob, block_scale, flip_prob, lowpass_fraction, dev, ball=ball)
+            )
+    else:
+        measured = _measured_cached(shape, tilt_range_deg, tilt_axis)
+        target_scale = split_scales(keep_prob, scaling)[1]
+        for _ in range(k_ * b_):
+            m = split_fourier_mask(rng, shape, keep_prob, split_block_size, dev)
+            w_in, _ = split_weights(m, measured, keep_prob, scaling, keep_dc)
+            seen = m & measured.to(dev) if measured is not None else m.clone()
+            if keep_dc:
+                seen[0, 0, 0] = True
+            weights.append(w_in)
+            masks.append(seen)
+    hs = half_shape(shape)
+    w = torch.stack(weights).to(dev).view(k_, b_, 1, *hs)
+    spec = torch.fft.rfftn(x.to(torch.float32), dim=FFT_DIMS).unsqueeze(0)
+    inputs = masked_irfft(spec, w, shape).to(x.dtype if x.is_floating_point() else torch.float32)
+    seen_t = torch.stack(masks).to(dev).view(k_, b_, 1, *hs) if masks else None
+    return FourierVersions(inputs, w, seen_t, float(target_scale))
+
+
+def combine_split_predictions(
+    preds: torch.Tensor,
+    input_masks: torch.Tensor,
+    target_scale: float = 1.0,
+    keep_dc: bool = True,
+) -> torch.Tensor:
+    """Merge K predictions, each restricted to the coefficients its input did NOT see.
+
+    Args:
+        preds: ``(K, B, C, Z, Y, X)`` network outputs for the K inputs of :func:`fourier_versions`.
+        input_masks: ``(K, B, 1, Z, Y, X//2+1)`` bool, ``FourierVersions.input_masks``.
+        target_scale: ``FourierVersions.target_scale``; the merged spectrum is divided by it
+            (except the DC coefficient when ``keep_dc``, which targets carry unscaled).
+
+    Returns ``(B, C, Z, Y, X)``: per coefficient, the mean over the versions whose input did not
+    see it (wedge coefficients, never seen, average all K); a coefficient seen by every input
+    (only possible for small K) falls back to the mean of all K predictions.
+    """
+    shape = tuple(preds.shape[-3:])
+    spec = torch.fft.rfftn(preds.to(torch.float32), dim=FFT_DIMS)
+    unseen = (~input_masks).to(torch.float32)
+    num = (spec * unseen).sum(0)
+    cnt = unseen.sum(0)
+    merged = torch.where(cnt > 0, num / cnt.clamp_min(1.0), spec.mean(0))
+    scale = torch.full(merged.shape[-3:], 1.0 / float(target_scale), device=merged.device)
+    if keep_dc:
+        scale[0, 0, 0] = 1.0
+    return torch.fft.irfftn(merged * scale, s=shape, dim=FFT_DIMS)
