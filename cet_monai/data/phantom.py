@@ -346,6 +346,10 @@ def make_phantom(shape=(64, 128, 128), voxel_size: float = 10.0, seed=0, *,
         lam = rng.uniform(600.0, 1500.0)
         psi = rng.uniform(0, 2 * math.pi)
 
+        # python floats keep the float32 grid arithmetic in float32
+        n, t1, t2, p0 = ([float(c) for c in vec] for vec in (n, t1, t2, p0))
+        kappa1, kappa2, amp, lam, psi = (float(c) for c in (kappa1, kappa2, amp, lam, psi))
+
         def sheet_dist(px, py, pz, n=n, t1=t1, t2=t2, p0=p0):
             rx, ry, rz = px - p0[0], py - p0[1], pz - p0[2]
             w = n[0] * rx + n[1] * ry + n[2] * rz
@@ -363,7 +367,7 @@ def make_phantom(shape=(64, 128, 128), voxel_size: float = 10.0, seed=0, *,
         base += (exterior_density - cytosol_density) * ext
         cyto *= 1.0 - ext
         clearances.append(lambda p: -sheet_dist(p[:, 0], p[:, 1], p[:, 2]))
-        objects.append(dict(kind="sheet", normal=n.round(4).tolist(), offset_A=round(off, 1)))
+        objects.append(dict(kind="sheet", normal=[round(c, 4) for c in n], offset_A=round(off, 1)))
         del d, ext
 
     def clear_of_membranes(p, r):

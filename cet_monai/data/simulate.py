@@ -224,7 +224,7 @@ def neighbour_correlation(noise: np.ndarray, axis: int) -> float:
 
 
 def wedge_energy_ratio(volume: np.ndarray, tilt_range=60.0, margin_deg: float = 5.0,
-                       k_min: float = 0.05, k_max: float = 0.45) -> float:
+                       k_min: float = 0.1, k_max: float = 0.45) -> float:
     """Mean spectral power inside the missing wedge divided by the mean power in the sampled
     region, in the ``(k_x, k_z)`` annulus ``k_min <= |k_xz| <= k_max`` (cycles/voxel) and at
     least ``margin_deg`` from the wedge edges. A Hann window is applied first to keep the

@@ -87,19 +87,18 @@ def lateral_padding(nz: int, max_tilt_deg: float, extra: int = 8) -> int:
 
 
 def _csr(rows, cols, vals, shape) -> torch.Tensor:
-    rows = np.asarray(rows, dtype=np.int64)
-    cols = np.asarray(cols, dtype=np.int64)
-    vals = np.asarray(vals, dtype=np.float32)
-    order = np.lexsort((cols, rows))
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    crow = np.zeros(shape[0] + 1, dtype=np.int64)
-    np.add.at(crow, rows + 1, 1)
-    crow = np.cumsum(crow)
+    """A torch CSR matrix from COO triplets (duplicates summed); scipy does the O(nnz) sort."""
+    from scipy import sparse
+
+    m = sparse.csr_matrix(
+        (np.asarray(vals, dtype=np.float32), (np.asarray(rows, dtype=np.int64),
+                                              np.asarray(cols, dtype=np.int64))), shape=shape)
+    m.sum_duplicates()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
         return torch.sparse_csr_tensor(
-            torch.from_numpy(crow), torch.from_numpy(cols), torch.from_numpy(vals),
-            size=shape, check_invariants=False,
+            torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
+            torch.from_numpy(m.data.astype(np.float32)), size=shape, check_invariants=False,
         )
 
 
