@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.metrics import PSNRMetric, SSIMMetric
+from monai.metrics import CumulativeIterationMetric, PSNRMetric, SSIMMetric
 from scipy import ndimage
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "fsc_resolution",
     "best_gaussian",
     "GaussianBaseline",
+    "FittedQualityMetric",
 ]
 
 
@@ -70,12 +71,17 @@ def psnr(pred, ref, fit: bool = True) -> float:
 
 
 def ssim(pred, ref, fit: bool = True) -> float:
-    """3D SSIM of ``pred`` against ``ref`` (Gaussian window 11, sigma 1.5, data range of ``ref``)."""
+    """3D SSIM of ``pred`` against ``ref`` (Gaussian window 11, sigma 1.5, data range of ``ref``).
+
+    Volumes with an axis thinner than 11 voxels use the largest odd window that fits.
+    """
     r = _as_f64(ref)
     p = fit_scale_offset(pred, r) if fit else _as_f64(pred)
-    if min(r.shape) < 11:
-        raise ValueError(f"SSIM needs every axis >= 11 voxels (window size), got {r.shape}")
-    metric = SSIMMetric(spatial_dims=3, data_range=float(r.max() - r.min()))
+    # the standard 11-voxel window, shrunk (odd, >= 3) only for volumes thinner than that
+    win = min(11, min(r.shape) - (1 - min(r.shape) % 2))
+    if win < 3:
+        raise ValueError(f"SSIM needs every axis >= 3 voxels, got {r.shape}")
+    metric = SSIMMetric(spatial_dims=3, data_range=float(r.max() - r.min()), win_size=win)
     return float(metric(_to_batch(p), _to_batch(r)).item())
 
 
@@ -156,3 +162,30 @@ def best_gaussian(noisy, ref, sigmas=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5,
             if name not in best or value > best[name].value:
                 best[name] = GaussianBaseline(name, float(sigma), value, filtered.astype(np.float32))
     return best
+
+
+class FittedQualityMetric(CumulativeIterationMetric):
+    """PSNR or SSIM after the scale/offset fit, as a MONAI cumulative metric (for validation handlers).
+
+    ``y_pred`` and ``y`` are (B, 1, Z, Y, X); each batch item is fitted and scored on its own.
+    Wrap it in :class:`monai.handlers.IgniteMetricHandler` to use it in an evaluator.
+    """
+
+    def __init__(self, metric: str = "psnr", reduction: str = "mean") -> None:
+        super().__init__()
+        if metric not in ("psnr", "ssim"):
+            raise ValueError(f"metric must be 'psnr' or 'ssim', got {metric!r}")
+        self.metric = metric
+        self.reduction = reduction
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None):  # type: ignore[override]
+        fn = psnr if self.metric == "psnr" else ssim
+        values = [fn(p[0], r[0]) for p, r in zip(y_pred, y)]
+        return torch.tensor(values, dtype=torch.float32)[:, None]
+
+    def aggregate(self, reduction: str | None = None):
+        from monai.metrics.utils import do_metric_reduction
+
+        data = self.get_buffer()
+        value, _ = do_metric_reduction(data, reduction or self.reduction)
+        return value

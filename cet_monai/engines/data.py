@@ -1,0 +1,266 @@
+"""Tomograms as training and inference data: reading, whole-tomogram normalisation, held-out region.
+
+:class:`TomogramSource` prepares the one tomogram a self-supervised model is fitted on (a user's
+file, or the embedded simulated default with its clean reference). :class:`LoadTomogramd` and
+:class:`SaveTomogramd` are the dictionary transforms the inference bundle uses to read a
+tomogram (normalised with its own whole-tomogram statistics) and to write the denoised result
+with the input's header, on the input's intensity scale.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+from cet_monai.io import VolumeHeader, check_output_path, read_volume, write_volume
+from cet_monai.normalize import TomogramNormalizer
+
+__all__ = ["TomogramSource", "LoadTomogramd", "SaveTomogramd", "default_output_name"]
+
+logger = logging.getLogger(__name__)
+
+
+class TomogramSource:
+    """One tomogram ready for self-supervised training.
+
+    Args:
+        tomogram: path of an MRC/NIfTI/TIFF tomogram; ``None`` simulates the embedded default
+            (:func:`cet_monai.data.simulate_tomogram` with ``simulation`` options), which also
+            gives a clean reference.
+        reference: optional clean reference volume (path) of the same shape, e.g. a simulation's
+            ``clean.mrc``; validation then reports PSNR/SSIM against it.
+        simulation: keyword arguments of :func:`~cet_monai.data.simulate_tomogram`.
+        validation_fraction: the last part of the Y axis held out from training for validation
+            (``0`` disables validation).
+        percentiles: (lower, upper) clipping percentiles of the normalisation.
+
+    Attributes:
+        image: ``(1, Z, Y, X)`` float32 tensor, the tomogram normalised with its own statistics.
+        reference: ``(1, Z, Y, X)`` float32 tensor or ``None``.
+        normalizer: the fitted :class:`~cet_monai.normalize.TomogramNormalizer`.
+        header: :class:`~cet_monai.io.VolumeHeader` (voxel size in A, origin).
+        validation_start: first Y index of the held-out region.
+    """
+
+    def __init__(
+        self,
+        tomogram: str | os.PathLike | None = None,
+        reference: str | os.PathLike | None = None,
+        simulation: Mapping | None = None,
+        validation_fraction: float = 0.125,
+        percentiles: tuple[float, float] = (0.5, 99.5),
+    ) -> None:
+        if not 0.0 <= validation_fraction < 0.5:
+            raise ValueError(f"validation_fraction must be in [0, 0.5), got {validation_fraction}")
+        self.path = None if tomogram in (None, "", "None") else Path(tomogram)
+        if self.path is None:
+            from cet_monai.data import simulate_tomogram
+
+            sim = simulate_tomogram(**dict(simulation or {}))
+            raw, clean = sim.noisy, sim.clean
+            self.header = VolumeHeader(voxel_size=sim.voxel_size_zyx)
+            self.simulation = sim
+        else:
+            raw, self.header = read_volume(self.path, mmap=True, validate=True)
+            clean = None
+            self.simulation = None
+            if reference not in (None, "", "None"):
+                clean, _ = read_volume(reference, mmap=True, validate=True)
+                if clean.shape != raw.shape:
+                    raise ValueError(f"{reference}: reference shape {clean.shape} differs from the tomogram's {raw.shape}")
+        self.normalizer = TomogramNormalizer(*percentiles).fit(raw)
+        self.image = torch.as_tensor(np.asarray(self.normalizer.transform(raw), dtype=np.float32))[None]
+        self.reference = None if clean is None else torch.as_tensor(np.asarray(clean, dtype=np.float32))[None]
+        ny = self.image.shape[2]
+        n_val = int(round(ny * validation_fraction))
+        self.validation_start = ny - n_val
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(Z, Y, X) voxels."""
+        return tuple(self.image.shape[1:])
+
+    @property
+    def has_reference(self) -> bool:
+        return self.reference is not None
+
+    @property
+    def dataset_dir(self) -> str:
+        return str(self.path.parent) if self.path is not None else ""
+
+    def training_region(self) -> torch.Tensor:
+        """``(1, Z, Y_train, X)`` view of the normalised tomogram without the held-out region."""
+        return self.image[:, :, : self.validation_start]
+
+    def training_items(self, count: int) -> list[dict]:
+        """``count`` references to the training region (a MONAI ``Dataset``'s ``data``): random
+        patch transforms make each item different, and nothing is copied."""
+        item = {"image": self.training_region()}
+        return [item] * int(count)
+
+    def central_crop(self, size, depth: int = 1) -> torch.Tensor:
+        """``(1, z, y, x)`` crop around the tomogram's centre: ``size`` (Z, Y, X) voxels, ``depth``
+        times larger in Y and X (never larger than the tomogram), e.g. for training previews."""
+        out = []
+        for axis, (s, n) in enumerate(zip(size, self.shape)):
+            want = min(n, int(s) * (depth if axis else 1))
+            start = (n - want) // 2
+            out.append(slice(start, start + want))
+        return self.image[(slice(None), *out)].clone()
+
+    def validation_items(self, pairing=None) -> list[dict]:
+        """The held-out region as evaluator data.
+
+        With a reference: ``[{"image": noisy region, "label": clean region}]`` (score: PSNR).
+        Without: the pairs that ``pairing`` (the training's pairing transform, deep-copied and
+        seeded so every validation sees the same pairs) makes of the region (score: the
+        self-supervised loss). Empty when there is no held-out region.
+        """
+        if self.validation_start >= self.image.shape[2]:
+            return []
+        region = self.image[:, :, self.validation_start :]
+        if self.has_reference:
+            return [{"image": region, "label": self.reference[:, :, self.validation_start :]}]
+        if pairing is None:
+            raise ValueError("without a reference, validation needs the pairing transform")
+        pairing = copy.deepcopy(pairing)
+        pairing.set_random_state(seed=12345)
+        items = pairing({"image": region})
+        return [dict(i) for i in (items if isinstance(items, list) else [items])]
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs to denoise this tomogram again: the normaliser and the header."""
+        return {"normalizer": self.normalizer.state_dict(), "voxel_size": list(self.header.voxel_size)}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Checkpoints are written, not restored, through this object; restoring is a no-op check."""
+        if tuple(state.get("voxel_size", self.header.voxel_size)) != tuple(self.header.voxel_size):
+            logger.warning("checkpoint was trained on a tomogram with voxel size %s", state.get("voxel_size"))
+
+
+def default_output_name(path: str | os.PathLike, suffix: str = "_denoised") -> str:
+    """``tomo.mrc`` -> ``tomo_denoised.mrc`` (compound suffixes such as ``.nii.gz`` kept)."""
+    p = Path(path)
+    name = p.name
+    for ext in (".nii.gz",):
+        if name.endswith(ext):
+            return str(p.with_name(name[: -len(ext)] + suffix + ext))
+    return str(p.with_name(p.stem + suffix + p.suffix))
+
+
+class LoadTomogramd(MapTransform):
+    """Read tomograms and normalise each with its own whole-tomogram statistics.
+
+    ``d[key]`` is a path; it becomes a ``(1, Z, Y, X)`` float32 :class:`~monai.data.MetaTensor`
+    whose ``meta`` holds ``filename_or_obj``, ``voxel_size`` (Z, Y, X, A), ``header`` (the
+    :class:`~cet_monai.io.VolumeHeader`) and ``normalizer`` (its state dict), which
+    :class:`SaveTomogramd` uses to write the result on the input's scale with its header.
+    The file is memory-mapped and validated; the statistics come from a subsample.
+    """
+
+    def __init__(self, keys: KeysCollection, percentiles: tuple[float, float] = (0.5, 99.5), allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.percentiles = percentiles
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = str(d[key])
+            raw, header = read_volume(path, mmap=True, validate=True)
+            normalizer = TomogramNormalizer(*self.percentiles).fit(raw)
+            image = torch.as_tensor(np.asarray(normalizer.transform(raw), dtype=np.float32))[None]
+            meta = {
+                "filename_or_obj": path,
+                "voxel_size": list(header.voxel_size),
+                "header": header,
+                "normalizer": normalizer.state_dict(),
+            }
+            d[key] = MetaTensor(image, meta=meta)
+        return d
+
+
+class SaveTomogramd(MapTransform):
+    """Write denoised tomograms (and optional uncertainty maps) with their input's header.
+
+    Works on a batch (``decollate=False`` in the evaluator): ``d[key]`` is ``(B, 1, Z, Y, X)`` or
+    the ``{"mean", "std"}`` dict of an inferer with ``return_std``; the input's metadata is read
+    from ``d[meta_source_key].meta``.
+
+    Args:
+        keys: prediction key(s), normally ``"pred"``.
+        output: an output file (one input) or a folder (several inputs: ``<name>_denoised.mrc``
+            in it). Checked before the first write; existing files are kept unless ``overwrite``.
+        overwrite: replace existing outputs (never silently: the input itself needs it too).
+        preview: also write ``<output stem>.png``, central orthogonal slices raw vs denoised.
+        dtype: ``"float32"`` (default) or ``"float16"``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output: str,
+        meta_source_key: str = "image",
+        overwrite: bool = False,
+        preview: bool = True,
+        dtype: str = "float32",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output = output
+        self.meta_source_key = meta_source_key
+        self.overwrite = overwrite
+        self.preview = preview
+        self.dtype = dtype
+        self.written: list[Path] = []
+
+    def output_path(self, input_path: str) -> Path:
+        out = Path(self.output)
+        if out.suffix and not out.is_dir():
+            return out
+        return out / Path(default_output_name(input_path)).name
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        from cet_monai.visualize import save_orthoslices
+
+        d = dict(data)
+        source = d[self.meta_source_key]
+        metas = source.meta if isinstance(source, MetaTensor) else {}
+        for key in self.key_iterator(d):
+            pred = d[key]
+            mean, std = (pred["mean"], pred["std"]) if isinstance(pred, dict) else (pred, None)
+            for b in range(mean.shape[0]):
+                meta = {k: (v[b] if isinstance(v, (list, tuple)) and len(v) == mean.shape[0] and k != "voxel_size" else v) for k, v in metas.items()}
+                input_path = str(meta["filename_or_obj"])
+                header = meta["header"]
+                normalizer = TomogramNormalizer.from_state_dict(meta["normalizer"])
+                out_path = self.output_path(input_path)
+                volume = normalizer.inverse(mean[b, 0].detach().cpu().float().numpy())
+                write_volume(out_path, volume, header=header, overwrite=self.overwrite, dtype=self.dtype, inputs=[input_path])
+                self.written.append(out_path)
+                if std is not None:
+                    std_path = out_path.with_name(Path(default_output_name(out_path, "_std")).name)
+                    write_volume(std_path, std[b, 0].detach().cpu().float().numpy() * normalizer.std, header=header,
+                                 overwrite=self.overwrite, dtype=self.dtype, inputs=[input_path])
+                if self.preview:
+                    raw = source[b, 0] if source.dim() == 5 else source[0]
+                    png = out_path.with_name(out_path.name.split(".")[0] + ".png")
+                    save_orthoslices(png, {"raw": raw.detach().cpu().numpy(), "denoised": volume}, voxel_size=header.voxel_size)
+                logger.info("wrote %s", out_path)
+        return d
+
+    def check(self, inputs) -> None:
+        """Refuse, before any work, outputs that exist or would replace an input."""
+        inputs = [str(i) for i in inputs]
+        if len(inputs) > 1 and Path(self.output).suffix and not Path(self.output).is_dir():
+            raise ValueError(f"{self.output}: several inputs need an output folder, not a file name")
+        for i in inputs:
+            check_output_path(self.output_path(i), inputs=inputs, overwrite=self.overwrite)

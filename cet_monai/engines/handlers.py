@@ -1,0 +1,258 @@
+"""Ignite handlers the training bundles add to MONAI's own (StatsHandler, CheckpointSaver, ...).
+
+Each has one job and attaches like a MONAI handler (``handler.attach(engine)``), so the bundles
+list them in ``train#handlers`` beside MONAI's.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import random
+import re
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.engines.utils import IterationEvents
+from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.transforms import Compose, Randomizable
+
+__all__ = [
+    "GradientClipping",
+    "RandomStates",
+    "latest_checkpoint",
+    "ResumeFromCheckpoint",
+    "TrainingCheckpointSaver",
+    "TrainingProgressBar",
+    "PreviewWriter",
+    "EarlyStopOnValidation",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class GradientClipping:
+    """Clip the gradient norm after every backward pass (before the optimiser step).
+
+    Attaches to MONAI's ``IterationEvents.BACKWARD_COMPLETED``; with a GradScaler (fp16 AMP)
+    the gradients are unscaled first so ``max_norm`` is in true gradient units.
+    """
+
+    def __init__(self, max_norm: float = 1.0, norm_type: float = 2.0) -> None:
+        self.max_norm = float(max_norm)
+        self.norm_type = float(norm_type)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        scaler = getattr(engine, "scaler", None)
+        if scaler is not None and getattr(engine, "amp", False) and scaler.is_enabled():
+            scaler.unscale_(engine.optimizer)
+        torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.max_norm, self.norm_type)
+
+
+def _randomizables(transform) -> list[Randomizable]:
+    """Every ``Randomizable`` inside ``transform`` (Compose nesting followed), in a fixed order."""
+    found: list[Randomizable] = []
+    stack = [transform]
+    while stack:
+        t = stack.pop(0)
+        if isinstance(t, Compose):
+            stack = list(t.transforms) + stack
+        elif isinstance(t, Randomizable):
+            found.append(t)
+            stack = [v for v in vars(t).values() if isinstance(v, (Compose, Randomizable)) and v is not t] + stack
+    return found
+
+
+class RandomStates:
+    """Every random state a training run depends on, as one checkpointable object.
+
+    Holds: the random generators of the data transforms (each ``Randomizable``'s ``R``), torch's
+    CPU (and CUDA) generators, numpy's and Python's global generators. Put it in the
+    ``save_dict`` of :class:`monai.handlers.CheckpointSaver` and the ``load_dict`` of the
+    loader, and a resumed run draws exactly the patches, masks and dropout an uninterrupted run
+    would have drawn.
+    """
+
+    def __init__(self, transforms: Iterable | Compose | None = None) -> None:
+        if transforms is None:
+            transforms = []
+        if isinstance(transforms, Compose) or not isinstance(transforms, Iterable):
+            transforms = [transforms]
+        self.transforms = [r for t in transforms for r in _randomizables(t)]
+
+    def state_dict(self) -> dict:
+        state = {
+            "transforms": [t.R.get_state() for t in self.transforms],
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["transforms"]) != len(self.transforms):
+            raise ValueError(
+                f"checkpoint holds {len(state['transforms'])} transform random states, the pipeline has "
+                f"{len(self.transforms)}: it was saved by a different pipeline"
+            )
+        for t, s in zip(self.transforms, state["transforms"]):
+            t.R.set_state(s)
+        torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(directory: str, pattern: str = "checkpoint*.pt") -> str | None:
+    """The most advanced checkpoint in ``directory`` (``None`` if there is none).
+
+    MONAI's :class:`~monai.handlers.CheckpointSaver` writes ``checkpoint_epoch=N.pt`` during
+    training and ``checkpoint_final_iteration=N.pt`` at the end; a final one is the latest, then
+    the highest epoch.
+    """
+    paths = glob.glob(os.path.join(directory, pattern))
+
+    def progress(path: str) -> tuple[int, int]:
+        name = os.path.basename(path)
+        number = re.search(r"=(\d+)", name)
+        return (1 if "final" in name else 0, int(number.group(1)) if number else -1)
+
+    return max(paths, key=progress) if paths else None
+
+
+class ResumeFromCheckpoint:
+    """Resume an interrupted run from the latest checkpoint in ``checkpoint_dir``, if there is one.
+
+    A thin wrapper of :class:`monai.handlers.CheckpointLoader` that finds the file itself, so a
+    bundle can list it unconditionally: the first run starts fresh, a rerun after a kill
+    continues the iteration count, optimiser, scheduler and random states.
+
+    The engine it is attached to is added to ``load_dict`` as ``engine_key`` (so a bundle need not
+    reference the trainer from the trainer's own handler list, a reference cycle).
+    """
+
+    def __init__(self, checkpoint_dir: str, load_dict: dict, enabled: bool = True, map_location=None, engine_key: str = "trainer") -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.load_dict = load_dict
+        self.enabled = enabled
+        self.map_location = map_location
+        self.engine_key = engine_key
+
+    def attach(self, engine: Engine) -> None:
+        if not self.enabled:
+            return
+        path = latest_checkpoint(self.checkpoint_dir)
+        if path is None:
+            return
+        logger.info("resuming from %s", path)
+        load_dict = {**self.load_dict, self.engine_key: engine}
+        CheckpointLoader(load_path=path, load_dict=load_dict, map_location=self.map_location).attach(engine)
+
+
+class TrainingCheckpointSaver(CheckpointSaver):
+    """MONAI's :class:`~monai.handlers.CheckpointSaver` that also saves the engine it is attached to.
+
+    The engine goes into ``save_dict`` as ``engine_key`` at attach time, for the same reason as in
+    :class:`ResumeFromCheckpoint`; everything else is MONAI's.
+    """
+
+    def __init__(self, *args, engine_key: str = "trainer", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.engine_key = engine_key
+
+    def attach(self, engine: Engine) -> None:
+        self.save_dict[self.engine_key] = engine  # the Checkpoint objects hold this same dict
+        super().attach(engine)
+
+
+class TrainingProgressBar:
+    """A tqdm progress bar over training iterations showing the current loss (ignite's ProgressBar)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def attach(self, engine: Engine) -> None:
+        if not self.enabled:
+            return
+        from ignite.handlers import ProgressBar
+
+        def loss_of(output):
+            if isinstance(output, list):
+                output = output[0]
+            return {"loss": float(output["loss"])}
+
+        ProgressBar(persist=True).attach(engine, output_transform=loss_of)
+
+
+class PreviewWriter:
+    """Every ``interval`` iterations, a PNG of central orthogonal slices: raw input vs current prediction.
+
+    Args:
+        output_path: the PNG written (atomically) and overwritten at each update.
+        volume: (1, Z, Y, X) normalised tomogram (or a crop of it) to predict.
+        inferer: called as ``inferer(volume[None], network)``; e.g. an
+            :class:`~cet_monai.inferers.MCDropoutInferer` with few passes.
+        interval: iterations between updates; the last iteration always writes one.
+        voxel_size: (Z, Y, X) in angstrom, for the slices' aspect ratio.
+    """
+
+    def __init__(self, output_path: str, volume, inferer, interval: int = 100, voxel_size=None) -> None:
+        self.output_path = output_path
+        self.volume = torch.as_tensor(np.asarray(volume, dtype=np.float32))
+        self.inferer = inferer
+        self.interval = int(interval)
+        self.voxel_size = voxel_size
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        from cet_monai.visualize import save_orthoslices
+
+        device = next(engine.network.parameters()).device
+        prediction = self.inferer(self.volume[None].to(device), engine.network)
+        if isinstance(prediction, dict):
+            prediction = prediction["mean"]
+        save_orthoslices(
+            self.output_path,
+            {"raw": self.volume[0].numpy(), f"prediction (iteration {engine.state.iteration})": prediction[0, 0].cpu().numpy()},
+            voxel_size=self.voxel_size,
+        )
+
+
+class EarlyStopOnValidation:
+    """Stop training when the validation key metric has not improved for ``patience`` validations.
+
+    Listed among the *trainer's* handlers (after the ``ValidationHandler``), so the bundle has
+    no trainer <-> evaluator reference cycle; it attaches MONAI's
+    :class:`~monai.handlers.EarlyStopHandler` to ``evaluator`` with the trainer set. The metric
+    must be "higher is better" (PSNR, or minus a loss). ``patience <= 0`` disables it.
+    """
+
+    def __init__(self, evaluator, metric_name: str = "val_quality", patience: int = 5, min_delta: float = 0.0) -> None:
+        self.evaluator = evaluator
+        self.metric_name = metric_name
+        self.patience = int(patience)
+        self.min_delta = float(min_delta)
+
+    def attach(self, engine: Engine) -> None:
+        if self.patience <= 0 or self.evaluator is None:
+            return
+        from monai.handlers import EarlyStopHandler, stopping_fn_from_metric
+
+        EarlyStopHandler(
+            patience=self.patience,
+            score_function=stopping_fn_from_metric(self.metric_name),
+            trainer=engine,
+            min_delta=self.min_delta,
+        ).attach(self.evaluator)

@@ -1,0 +1,23 @@
+"""Validation scores: every key metric of the denoising bundles is "higher is better"."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.modules.loss import _Loss
+
+__all__ = ["NegatedLoss"]
+
+
+class NegatedLoss(_Loss):
+    """``-loss(pred, label)``: a self-supervised loss on held-out pairs as a score to maximise.
+
+    Used where a tomogram has no clean reference, so checkpoint selection and early stopping
+    compare validations the same way as with PSNR.
+    """
+
+    def __init__(self, loss: torch.nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return -self.loss(pred, label)

@@ -1,0 +1,76 @@
+"""Input versions for :class:`~cet_monai.inferers.MCDropoutInferer`, one class per method.
+
+* :class:`BernoulliSampler` (real space, Self2Self): ``K`` copies ``b_k * x`` with Bernoulli
+  masks; estimate ``z = 1/(K*T) sum f_t(b_k * x)``.
+* :class:`FourierSampler` (Fourier space): ``K`` Fourier versions of each window, made in the
+  window's own spectrum (memory stays bounded by the window batch).
+
+  - ``masks="seed"``: the seed method's masks; estimate = the mean of the ``K*T`` predictions.
+  - ``masks="split"``: the input half of a complementary split. With ``restrict=True``
+    (default) each prediction is used only on the frequencies its input did not see, and each
+    frequency is averaged over the versions that did not see it
+    (:func:`~cet_monai.transforms.combine_split_predictions`); the result is divided by the
+    target scale of the split, so it is on the input's intensity scale.
+
+The mask helpers are the transforms' own (:func:`~cet_monai.transforms.bernoulli_versions`,
+:func:`~cet_monai.transforms.fourier_versions`), so training and inference draw the same kind of
+masks with the same parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cet_monai.transforms import bernoulli_versions, combine_split_predictions, fourier_versions
+
+from .mc_inferer import WindowSampler
+
+__all__ = ["BernoulliSampler", "FourierSampler"]
+
+
+class BernoulliSampler(WindowSampler):
+    """``K`` real-space Bernoulli-masked copies of each window (keep probability ``keep_prob``)."""
+
+    def __init__(self, num_versions: int = 4, keep_prob: float = 0.5, block_scale: int = 8, block_mask_prob: float = 0.0):
+        self.num_versions = int(num_versions)
+        self.keep_prob = keep_prob
+        self.block_scale = block_scale
+        self.block_mask_prob = block_mask_prob
+
+    def versions(self, windows, generator):
+        v = bernoulli_versions(windows, self.num_versions, self.keep_prob, self.block_scale, self.block_mask_prob, generator)
+        return v.inputs, None
+
+
+class FourierSampler(WindowSampler):
+    """``K`` Fourier versions of each window; see the module docstring.
+
+    Args:
+        num_versions: K.
+        masks: ``"split"`` (complementary split, input half) or ``"seed"`` (seed masks).
+        restrict: split only: combine each prediction on the frequencies its input did not see.
+        mask_options: keyword arguments of :func:`~cet_monai.transforms.fourier_versions`
+            (``keep_prob``, ``tilt_range_deg``, ``scaling``, ...), as used in training.
+    """
+
+    def __init__(self, num_versions: int = 4, masks: str = "split", restrict: bool = True, **mask_options):
+        if masks not in ("split", "seed"):
+            raise ValueError(f"masks must be 'split' or 'seed', got {masks!r}")
+        self.num_versions = int(num_versions)
+        self.masks = masks
+        self.restrict = restrict
+        self.mask_options = mask_options
+
+    def versions(self, windows, generator):
+        v = fourier_versions(windows, self.num_versions, mode=self.masks, generator=generator, **self.mask_options)
+        return v.inputs, v
+
+    def combine(self, predictions: torch.Tensor, aux) -> torch.Tensor:
+        if self.masks == "seed":
+            return predictions.mean(dim=(0, 1))
+        mean_over_passes = predictions.mean(dim=0)  # (K, B, C, Z, Y, X)
+        if self.restrict:
+            return combine_split_predictions(
+                mean_over_passes, aux.input_masks, aux.target_scale, keep_dc=self.mask_options.get("keep_dc", True)
+            )
+        return mean_over_passes.mean(dim=0) / aux.target_scale
