@@ -42,6 +42,8 @@ Two families of masks:
   above hold for ``x_W - mean(x)`` with ``mean(x)`` added back unchanged. Because a
   coefficient and its conjugate always go to the same half, for white noise the input and
   target noise are independent (apart from the shared DC, which a Pearson correlation removes).
+  Computation: ``a = irfftn(F * (m & W))``, ``input = c_in * a``, ``target = c_t * (x_W - a)``
+  (linearity), i.e. one inverse FFT per pair plus one for ``x_W``.
 
 The pairs are drawn BEFORE any flip augmentation: apply :class:`~cet_monai.transforms.RandWedgeFlipd`
 to ``image`` and ``label`` together afterwards.
@@ -196,10 +198,10 @@ class LowpassBall:
     @staticmethod
     def _grid(shape) -> torch.Tensor:
         nz, ny, nx = shape
-        fz = torch.fft.fftfreq(nz, dtype=torch.float64).view(-1, 1, 1) ** 2
-        fy = torch.fft.fftfreq(ny, dtype=torch.float64).view(1, -1, 1) ** 2
-        fx = torch.fft.rfftfreq(nx, dtype=torch.float64).view(1, 1, -1) ** 2
-        return (fz + fy + fx).to(torch.float32)
+        fz = torch.fft.fftfreq(nz, dtype=torch.float64).pow(2).to(torch.float32).view(-1, 1, 1)
+        fy = torch.fft.fftfreq(ny, dtype=torch.float64).pow(2).to(torch.float32).view(1, -1, 1)
+        fx = torch.fft.rfftfreq(nx, dtype=torch.float64).pow(2).to(torch.float32).view(1, 1, -1)
+        return (fz + fy) + fx  # float32 throughout: no float64 grid (pool-sized shapes)
 
     def radius2(self, fraction: float) -> float:
         idx = min(max(math.ceil(fraction * self.n) - 1, 0), self.n - 1)
@@ -361,8 +363,12 @@ def split_weights(
 
 
 def masked_irfft(spectrum: torch.Tensor, weights: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """``irfftn(spectrum * weights, s=shape)`` over the last three axes (broadcasting)."""
-    return torch.fft.irfftn(spectrum * weights, s=tuple(int(s) for s in shape[-3:]), dim=FFT_DIMS)
+    """``irfftn(spectrum * weights, s=shape)`` over the last three axes (broadcasting).
+
+    ``weights`` real (float or bool); a bool mask selects coefficients.
+    """
+    w = weights.to(torch.float32) if weights.dtype == torch.bool else weights
+    return torch.fft.irfftn(spectrum * w, s=tuple(int(s) for s in shape[-3:]), dim=FFT_DIMS)
 
 
 def _int_tuple(value, name: str) -> tuple[int, int, int]:
@@ -522,9 +528,13 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
         elif self.mode == "split":
             measured = _measured_cached(shape, self.tilt_range_deg, self.tilt_axis)
             self._draws = []
-            for _ in range(n):
-                m = split_fourier_mask(self.R, shape, self.keep_prob, self.split_block_size)
-                self._draws.append(split_weights(m, measured, self.keep_prob, self.scaling, self.keep_dc))
+            for _ in range(n):  # store the input's coefficients: the target's follow (measured minus these)
+                seen = split_fourier_mask(self.R, shape, self.keep_prob, self.split_block_size)
+                if measured is not None:
+                    seen &= measured
+                if self.keep_dc:
+                    seen[0, 0, 0] = False  # the DC goes, unscaled, to both samples
+                self._draws.append(seen)
         else:
             pool = self.pool
             if pool.kind == "split":
@@ -583,14 +593,31 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
             if data.shape[1] != x.shape[0]:
                 raise ValueError(f"pool has {data.shape[1]} channels, image has {x.shape[0]}.")
             pairs = [(data[2 * j], data[2 * j + 1]) for j in range(len(self._draws))]
+        elif self.mode == "patch":
+            # one inverse FFT per sample (a batched irfftn is slower on CPU than a loop)
+            spec = torch.fft.rfftn(x.to(torch.float32), dim=FFT_DIMS)
+            pairs = []
+            for w_a, w_b in self._draws:
+                a = masked_irfft(spec, w_a.to(x.device), spatial)
+                b = masked_irfft(spec, w_b.to(x.device), spatial)
+                pairs.append((_crop(a, margin).to(self.dtype), _crop(b, margin).to(self.dtype)))
         else:
-            xf = x.to(torch.float32)
-            spec = torch.fft.rfftn(xf, dim=FFT_DIMS)
-            w_in = torch.stack([a for a, _ in self._draws]).to(x.device).unsqueeze(1)
-            w_t = torch.stack([b for _, b in self._draws]).to(x.device).unsqueeze(1)
-            ins = _crop(masked_irfft(spec.unsqueeze(0), w_in, spatial), margin).to(self.dtype)
-            tgs = _crop(masked_irfft(spec.unsqueeze(0), w_t, spatial), margin).to(self.dtype)
-            pairs = [(ins[j], tgs[j]) for j in range(ins.shape[0])]
+            # split: input a = irfft(F * seen); target from the complement by linearity,
+            # irfft(F * (measured - seen)) = x_W - a, so one inverse FFT per pair (+ one for x_W)
+            spec = torch.fft.rfftn(x.to(torch.float32), dim=FFT_DIMS)
+            c_in, c_t = split_scales(self.keep_prob, self.scaling)
+            measured = _measured_cached(spatial, self.tilt_range_deg, self.tilt_axis)
+            xw = x.to(torch.float32) if measured is None else masked_irfft(spec, measured.to(x.device), spatial)
+            if self.keep_dc:
+                dc = (spec[..., 0, 0, 0].real / float(np.prod(spatial))).view(-1, 1, 1, 1)
+                xw = xw - dc
+            pairs = []
+            for seen in self._draws:
+                a = masked_irfft(spec, seen.to(x.device), spatial)
+                inp, tgt = c_in * a, c_t * (xw - a)
+                if self.keep_dc:
+                    inp, tgt = inp + dc, tgt + dc
+                pairs.append((_crop(inp, margin).to(self.dtype), _crop(tgt, margin).to(self.dtype)))
         if self.average:
             return [(torch.stack([a for a, _ in pairs]).mean(0), torch.stack([b for _, b in pairs]).mean(0))]
         return pairs

@@ -7,11 +7,15 @@ when ``D == p``): the first starts at 0, the last at ``D - p``, and the total ov
 overlap in ``[0, p - 1]``, so no voxel is ever left out. A tiling is the
 Cartesian product of the three axes' positions, filtered by the specimen mask, and shuffled;
 calls pop ``num_samples`` positions from it and a new random tiling is drawn when it runs out.
-Hence over every completed tiling **each voxel (in the mask) is covered at least once**, and
-the expected coverage is nearly flat: voxels within one patch of a border are covered only by
-the first/last patch along that axis, so they get a fraction ``~1/(1 + overlap share)`` of the
-interior coverage at the very edge (measured in ``tests/test_patches.py``), instead of the
-``1/p`` of uniform random starts.
+Hence over every completed tiling **each voxel is covered at least once** (with a specimen
+mask: each voxel of the patches that pass it). The
+expected coverage is not perfectly flat: a voxel within one patch of a border can only be
+covered by the first/last patch along that axis, while interior voxels also fall into the
+random overlaps. Measured over 400 tilings (``tests/test_patches.py``), per axis, the
+least-covered voxel gets 0.69 (D=200, p=96), 0.76 (D=512, p=96) and 0.80 (D=64, p=16) of the
+mean coverage; uniform random starts in ``[0, D - p]`` would give the border voxel ``1/p`` of
+the interior rate. (Exactly equal coverage needs patches reaching outside the volume; not done,
+to keep padded content out of training patches.)
 """
 
 from __future__ import annotations

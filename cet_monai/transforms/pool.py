@@ -47,6 +47,20 @@ def _cleanup(path: str, directory: str | None, owner_pid: int) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _irfftn_low_memory(spec: torch.Tensor, shape: Sequence[int], out: torch.Tensor, chunk: int = 16) -> None:
+    """``out[:] = irfftn(spec, s=shape)``, overwriting ``spec``; temporaries of a few slabs only.
+
+    The 3D inverse transform is separable: a 2D complex inverse FFT over (Z, Y) in place, a few
+    X-columns at a time, then the 1D real inverse FFT along X, a few Z-slices at a time. A single
+    ``torch.fft.irfftn`` call needs about two more spectrum-sized buffers.
+    """
+    for j in range(0, spec.shape[-1], chunk):
+        sl = spec[..., j : j + chunk]
+        sl.copy_(torch.fft.ifftn(sl, dim=(-3, -2)))
+    for z in range(0, shape[0], chunk):
+        out[z : z + chunk] = torch.fft.irfft(spec[z : z + chunk], n=int(shape[-1]), dim=-1)
+
+
 class FourierSamplePool:
     """S whole-tomogram Fourier samples of one tomogram, read back patch by patch.
 
@@ -163,18 +177,9 @@ class FourierSamplePool:
         return list(split_weights(m, measured, self.keep_prob, self.scaling, self.keep_dc))
 
     def _store(self, s: int, c: int, sample: torch.Tensor) -> None:
-        x64 = sample.double() if sample.numel() < 2**24 else None
-        if x64 is not None:
-            mean, std = float(x64.mean()), float(x64.std())
-        else:  # avoid a float64 copy of a large sample: accumulate in float64 slab by slab
-            acc, acc2, n = 0.0, 0.0, sample.numel()
-            for slab in sample.split(16, dim=0):
-                sl = slab.double()
-                acc += float(sl.sum())
-                acc2 += float((sl * sl).sum())
-            mean = acc / n
-            std = max(acc2 / n - mean * mean, 0.0) ** 0.5
-        std = std if std > 0 else 1.0
+        # any offset/scale works (they are kept exactly); they only have to bring values near 1
+        std, mean = (float(v) for v in torch.std_mean(sample))
+        std = std if std > 0 and np.isfinite(std) else 1.0
         self.offset[s, c], self.scale[s, c] = mean, std
         sample.sub_(mean).div_(std)
         half = sample.to(device="cpu", dtype=torch.float16).numpy()
@@ -204,7 +209,7 @@ class FourierSamplePool:
                 for w in self._members(rng_seed, shape, measured, ball, device):
                     torch.mul(spec, w, out=prod)
                     del w
-                    torch.fft.irfftn(prod, s=shape, dim=FFT_DIMS, out=out)
+                    _irfftn_low_memory(prod, shape, out)
                     self._store(s, c, out)
                     s += 1
             del spec, prod
