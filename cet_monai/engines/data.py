@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from cet_monai.io import VolumeHeader, check_output_path, read_volume, write_volume
+from cet_monai.io import VolumeHeader, check_output_path, check_volume, read_volume, write_volume
 from cet_monai.normalize import TomogramNormalizer
 
 __all__ = ["TomogramSource", "LoadTomogramd", "SaveTomogramd", "default_output_name"]
@@ -39,6 +39,10 @@ class TomogramSource:
         reference: optional clean reference volume (path) of the same shape, e.g. a simulation's
             ``clean.mrc``; validation then reports PSNR/SSIM against it.
         simulation: keyword arguments of :func:`~cet_monai.data.simulate_tomogram`.
+        volume: an in-memory ``(Z, Y, X)`` tomogram instead of a file (Python API).
+        halves: optional even/odd half tomograms (arrays or paths) of the same shape; training
+            items then pair them (Noise2Noise between halves, the cryoCARE-style upper bound).
+        voxel_size: angstrom, for ``volume`` (files carry their own).
         validation_fraction: the last part of the Y axis held out from training for validation
             (``0`` disables validation).
         percentiles: (lower, upper) clipping percentiles of the normalisation.
@@ -58,11 +62,20 @@ class TomogramSource:
         simulation: Mapping | None = None,
         validation_fraction: float = 0.125,
         percentiles: tuple[float, float] = (0.5, 99.5),
+        volume: np.ndarray | None = None,
+        halves: tuple | None = None,
+        voxel_size: float | Sequence[float] | None = None,
     ) -> None:
         if not 0.0 <= validation_fraction < 0.5:
             raise ValueError(f"validation_fraction must be in [0, 0.5), got {validation_fraction}")
         self.path = None if tomogram in (None, "", "None") else Path(tomogram)
-        if self.path is None:
+        self.simulation = None
+        clean = None
+        if volume is not None:
+            raw = np.asarray(volume)
+            check_volume(raw, "<volume>")
+            self.header = VolumeHeader(voxel_size=voxel_size or 1.0)
+        elif self.path is None:
             from cet_monai.data import simulate_tomogram
 
             sim = simulate_tomogram(**dict(simulation or {}))
@@ -71,18 +84,26 @@ class TomogramSource:
             self.simulation = sim
         else:
             raw, self.header = read_volume(self.path, mmap=True, validate=True)
-            clean = None
-            self.simulation = None
-            if reference not in (None, "", "None"):
-                clean, _ = read_volume(reference, mmap=True, validate=True)
-                if clean.shape != raw.shape:
-                    raise ValueError(f"{reference}: reference shape {clean.shape} differs from the tomogram's {raw.shape}")
+        if reference not in (None, "", "None"):
+            clean = reference if isinstance(reference, np.ndarray) else read_volume(reference, mmap=True, validate=True)[0]
+            if clean.shape != raw.shape:
+                raise ValueError(f"reference shape {clean.shape} differs from the tomogram's {raw.shape}")
         self.normalizer = TomogramNormalizer(*percentiles).fit(raw)
-        self.image = torch.as_tensor(np.asarray(self.normalizer.transform(raw), dtype=np.float32))[None]
+        self.image = self._normalised(raw)
         self.reference = None if clean is None else torch.as_tensor(np.asarray(clean, dtype=np.float32))[None]
+        # even/odd half tomograms (Noise2Noise between halves), normalised like the full tomogram
+        self.halves = None
+        if halves is not None:
+            arrays = [h if isinstance(h, np.ndarray) else read_volume(h, mmap=True, validate=True)[0] for h in halves]
+            if len(arrays) != 2 or any(a.shape != raw.shape for a in arrays):
+                raise ValueError("halves must be two volumes of the tomogram's shape")
+            self.halves = [self._normalised(a) for a in arrays]
         ny = self.image.shape[2]
         n_val = int(round(ny * validation_fraction))
         self.validation_start = ny - n_val
+
+    def _normalised(self, raw) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(self.normalizer.transform(raw), dtype=np.float32))[None]
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -104,7 +125,11 @@ class TomogramSource:
     def training_items(self, count: int) -> list[dict]:
         """``count`` references to the training region (a MONAI ``Dataset``'s ``data``): random
         patch transforms make each item different, and nothing is copied."""
-        item = {"image": self.training_region()}
+        y = self.validation_start
+        if self.halves is not None:
+            item = {"image": self.halves[0][:, :, :y], "label": self.halves[1][:, :, :y]}
+        else:
+            item = {"image": self.training_region()}
         return [item] * int(count)
 
     def central_crop(self, size, depth: int = 1) -> torch.Tensor:
@@ -130,6 +155,8 @@ class TomogramSource:
         region = self.image[:, :, self.validation_start :]
         if self.has_reference:
             return [{"image": region, "label": self.reference[:, :, self.validation_start :]}]
+        if self.halves is not None:
+            return [{"image": self.halves[0][:, :, self.validation_start :], "label": self.halves[1][:, :, self.validation_start :]}]
         if pairing is None:
             raise ValueError("without a reference, validation needs the pairing transform")
         pairing = copy.deepcopy(pairing)

@@ -20,4 +20,6 @@ class NegatedLoss(_Loss):
         self.loss = loss
 
     def forward(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return -self.loss(pred, label)
+        # plain tensors: MONAI's LossMetric indexes the 0-d result, which a MetaTensor refuses
+        as_plain = lambda t: t.as_tensor() if hasattr(t, "as_tensor") else t  # noqa: E731
+        return -self.loss(as_plain(pred), as_plain(label))

@@ -1,0 +1,174 @@
+"""Python entry points that run the bundles: train on one tomogram, denoise files or arrays.
+
+The command line (:mod:`cet_monai.cli`), the demo and the benchmarks all go through these
+functions, and these functions go through the bundles' YAML configs with MONAI's
+:class:`~monai.bundle.ConfigWorkflow`, so there is one wiring of each method: what
+``python -m monai.bundle run training --config_file bundles/<name>/configs/train.yaml`` does is
+what ``cet-monai denoise`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cet_monai.errors import CetMonaiError
+
+__all__ = [
+    "METHODS",
+    "bundle_dir",
+    "config_file",
+    "make_workflow",
+    "train",
+    "predict",
+    "denoise_volume",
+    "denoise_with_network",
+]
+
+logger = logging.getLogger(__name__)
+
+#: method name -> bundle name
+METHODS = {"fourier": "fourier_denoising", "real": "real_denoising"}
+
+
+def bundle_dir(name: str) -> Path:
+    """Folder of a bundle shipped with cet-monai (``$CET_MONAI_BUNDLES`` overrides the search).
+
+    The bundles live in the repository's top-level ``bundles/`` folder, next to the package
+    (an editable install, ``pip install -e .``, uses them in place).
+    """
+    roots = [os.environ.get("CET_MONAI_BUNDLES"), Path(__file__).resolve().parent.parent / "bundles"]
+    for root in roots:
+        if root and (Path(root) / name / "configs").is_dir():
+            return Path(root) / name
+    raise CetMonaiError(
+        f"bundle {name!r} not found; install cet-monai from its repository with `pip install -e .` "
+        "or point CET_MONAI_BUNDLES at the folder that holds the bundles"
+    )
+
+
+def config_file(bundle: str, name: str = "train.yaml") -> str:
+    return str(bundle_dir(bundle) / "configs" / name)
+
+
+def make_workflow(bundle: str, configs: Sequence[str] = ("train.yaml",), workflow_type: str = "train", **overrides):
+    """A MONAI :class:`~monai.bundle.ConfigWorkflow` of a bundle with ``overrides`` (config ids)."""
+    from monai.bundle import ConfigWorkflow
+
+    root = bundle_dir(bundle)
+    files = [str(root / "configs" / c) for c in configs]
+    with warnings.catch_warnings():
+        # MONAI warns that configs can run code: these are the package's own configs
+        warnings.filterwarnings("ignore", message="parsing config_file")
+        warnings.filterwarnings("ignore", message=".*_target_.*")
+        workflow = ConfigWorkflow(
+            config_file=files if len(files) > 1 else files[0],
+            meta_file=str(root / "configs" / "metadata.json"),
+            logging_file=str(root / "configs" / "logging.conf"),
+            workflow_type=workflow_type,
+            bundle_root=str(root),
+            **overrides,
+        )
+    return workflow
+
+
+def train(method: str = "fourier", tomogram=None, output_dir: str | os.PathLike = "runs", extra_configs: Sequence[str] = (), **overrides):
+    """Fit the self-supervised model of ``method`` on one tomogram; returns the finished workflow.
+
+    Args:
+        method: ``"fourier"`` or ``"real"``.
+        tomogram: path, or ``None`` for the simulated default.
+        output_dir: checkpoints, TensorBoard logs and previews go here.
+        extra_configs: further config files of the bundle merged over ``train.yaml`` (e.g.
+            ``"halves.yaml"``).
+        overrides: any config id of the bundle's ``train.yaml`` (e.g. ``iterations=400``,
+            ``sampling="pool"``, ``network_def#dropout=0.5``; use ``"#"`` in ids).
+
+    The workflow's parsed content is available afterwards, e.g.
+    ``wf.parser.get_parsed_content("network")`` and ``"source"``.
+    """
+    if method not in METHODS:
+        raise CetMonaiError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    workflow = make_workflow(
+        METHODS[method], ("train.yaml", *extra_configs), "train", tomogram=None if tomogram is None else str(tomogram), output_dir=str(output_dir), **overrides
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def predict(inputs, checkpoint, output, method: str = "fourier", **overrides):
+    """Denoise tomogram files with a trained checkpoint through the bundle's ``inference.yaml``.
+
+    Args:
+        inputs: one path or a list of paths.
+        checkpoint: a checkpoint written by training (``checkpoint_final_iteration=N.pt`` or
+            ``model_best.pt``).
+        output: an output file (one input) or folder.
+        overrides: config ids of ``inference.yaml`` (``versions``, ``passes``, ``overwrite``...).
+
+    Returns the list of written paths.
+    """
+    if method not in METHODS:
+        raise CetMonaiError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    inputs = [str(inputs)] if isinstance(inputs, (str, os.PathLike)) else [str(i) for i in inputs]
+    workflow = make_workflow(
+        METHODS[method], ("train.yaml", "inference.yaml"), "infer", inputs=inputs, checkpoint=str(checkpoint), output=str(output), **overrides
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return list(workflow.parser.get_parsed_content("postprocessing#save").written)
+
+
+def denoise_with_network(network, image: torch.Tensor, inferer) -> np.ndarray:
+    """Run ``inferer`` over a normalised ``(1, Z, Y, X)`` tomogram; returns the ``(Z, Y, X)`` estimate."""
+    device = next(network.parameters()).device
+    out = inferer(image[None].to(device), network)
+    if isinstance(out, Mapping):
+        out = out["mean"]
+    return out[0, 0].detach().cpu().float().numpy()
+
+
+def denoise_volume(
+    noisy: np.ndarray,
+    method: str = "fourier",
+    output_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    even: np.ndarray | None = None,
+    odd: np.ndarray | None = None,
+    **overrides,
+) -> np.ndarray:
+    """Denoise an in-memory ``(Z, Y, X)`` volume; returns it on the input's intensity scale.
+
+    ``method`` is ``"fourier"``, ``"real"``, or ``"n2n"`` (Noise2Noise between the ``even`` and
+    ``odd`` half tomograms, the cryoCARE-style upper bound, with the Fourier bundle's network
+    and budget). Training runs through the bundle (``overrides`` as in :func:`train`); with no
+    ``output_dir`` a temporary folder is used and removed.
+    """
+    import tempfile
+
+    extra: tuple[str, ...] = ()
+    if method == "n2n":
+        if even is None or odd is None:
+            raise CetMonaiError("method 'n2n' needs the even and odd half tomograms")
+        overrides = {"halves": [np.asarray(even, np.float32), np.asarray(odd, np.float32)], **overrides}
+        extra, method = ("halves.yaml",), "fourier"
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = str(output_dir or tmp)
+        wf = train(method, output_dir=out_dir, extra_configs=extra, volume=np.asarray(noisy, np.float32), seed=seed, progress=False, **overrides)
+        network = wf.parser.get_parsed_content("network")
+        source = wf.parser.get_parsed_content("source")
+        inferer = wf.parser.get_parsed_content("inferer")
+        if source.halves is not None:  # cryoCARE's estimate: the mean of the predictions of both halves
+            estimate = np.mean([denoise_with_network(network, h, inferer) for h in source.halves], axis=0)
+        else:
+            estimate = denoise_with_network(network, source.image, inferer)
+        return source.normalizer.inverse(estimate)
