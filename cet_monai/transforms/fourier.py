@@ -371,6 +371,25 @@ def masked_irfft(spectrum: torch.Tensor, weights: torch.Tensor, shape: Sequence[
     return torch.fft.irfftn(spectrum * w, s=tuple(int(s) for s in shape[-3:]), dim=FFT_DIMS)
 
 
+def _irfft_many(spectrum: torch.Tensor, weights: list[torch.Tensor], shape, batch_voxels: int = 2**21):
+    """``[masked_irfft(spectrum, w, shape) for w in weights]``, batched for small volumes.
+
+    A batched irfftn is slower than a loop for large volumes on CPU, and a loop of tiny FFTs is
+    dominated by per-call overhead; batches hold about ``batch_voxels`` voxels.
+    """
+    numel = int(np.prod(shape)) * (spectrum.shape[0] if spectrum.ndim == 4 else 1)
+    chunk = max(1, batch_voxels // max(numel, 1))
+    out: list[torch.Tensor] = []
+    for i in range(0, len(weights), chunk):
+        ws = [w.to(spectrum.device) for w in weights[i : i + chunk]]
+        if len(ws) == 1:
+            out.append(masked_irfft(spectrum, ws[0], shape))
+            continue
+        w = torch.stack([v.to(torch.float32) if v.dtype == torch.bool else v for v in ws]).unsqueeze(1)
+        out.extend(masked_irfft(spectrum.unsqueeze(0), w, shape).unbind(0))
+    return out
+
+
 def _int_tuple(value, name: str) -> tuple[int, int, int]:
     """An int, 3 ints, or a numpy/torch vector of 3 ints (e.g. from metadata) as a tuple."""
     if isinstance(value, torch.Tensor):
@@ -594,13 +613,13 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
                 raise ValueError(f"pool has {data.shape[1]} channels, image has {x.shape[0]}.")
             pairs = [(data[2 * j], data[2 * j + 1]) for j in range(len(self._draws))]
         elif self.mode == "patch":
-            # one inverse FFT per sample (a batched irfftn is slower on CPU than a loop)
             spec = torch.fft.rfftn(x.to(torch.float32), dim=FFT_DIMS)
-            pairs = []
-            for w_a, w_b in self._draws:
-                a = masked_irfft(spec, w_a.to(x.device), spatial)
-                b = masked_irfft(spec, w_b.to(x.device), spatial)
-                pairs.append((_crop(a, margin).to(self.dtype), _crop(b, margin).to(self.dtype)))
+            ws = [w for pair in self._draws for w in pair]
+            outs = _irfft_many(spec, ws, spatial)
+            pairs = [
+                (_crop(outs[2 * j], margin).to(self.dtype), _crop(outs[2 * j + 1], margin).to(self.dtype))
+                for j in range(len(self._draws))
+            ]
         else:
             # split: input a = irfft(F * seen); target from the complement by linearity,
             # irfft(F * (measured - seen)) = x_W - a, so one inverse FFT per pair (+ one for x_W)
@@ -612,8 +631,7 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
                 dc = (spec[..., 0, 0, 0].real / float(np.prod(spatial))).view(-1, 1, 1, 1)
                 xw = xw - dc
             pairs = []
-            for seen in self._draws:
-                a = masked_irfft(spec, seen.to(x.device), spatial)
+            for a in _irfft_many(spec, self._draws, spatial):
                 inp, tgt = c_in * a, c_t * (xw - a)
                 if self.keep_dc:
                     inp, tgt = inp + dc, tgt + dc
