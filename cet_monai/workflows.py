@@ -120,12 +120,12 @@ def predict(inputs, checkpoint, output, method: str = "fourier", **overrides):
         raise CetMonaiError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     inputs = [str(inputs)] if isinstance(inputs, (str, os.PathLike)) else [str(i) for i in inputs]
     workflow = make_workflow(
-        METHODS[method], ("train.yaml", "inference.yaml"), "infer", inputs=inputs, checkpoint=str(checkpoint), output=str(output), **overrides
+        METHODS[method], ("inference.yaml",), "infer", inputs=inputs, checkpoint=str(checkpoint), output=str(output), **overrides
     )
     workflow.initialize()
     workflow.run()
     workflow.finalize()
-    return list(workflow.parser.get_parsed_content("postprocessing#save").written)
+    return list(workflow.parser.get_parsed_content("saver").written)
 
 
 def denoise_with_network(network, image: torch.Tensor, inferer) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from monai.data import list_data_collate
 
 from .validation import NegatedLoss
+from .recipe import Recipe, load_recipe, network_from_recipe, sampler_from_recipe
 from .data import LoadTomogramd, SaveTomogramd, TomogramSource, default_output_name
 from .handlers import (
     EarlyStopOnValidation,
@@ -35,7 +36,20 @@ def collate_samples(batch: list):
     return list_data_collate(list(flatten(batch)))
 
 
+def collate_single(batch: list) -> dict:
+    """Batch of one item without collating its metadata (headers, normaliser states): each
+    tensor gets a batch axis, the item's ``meta`` stays as it is. For whole-tomogram inference."""
+    if len(batch) != 1:
+        raise ValueError("collate_single takes batches of exactly one tomogram (batch_size: 1)")
+    return {k: (v.unsqueeze(0) if hasattr(v, "unsqueeze") else v) for k, v in batch[0].items()}
+
+
 __all__ = [
+    "Recipe",
+    "load_recipe",
+    "network_from_recipe",
+    "sampler_from_recipe",
+    "collate_single",
     "EarlyStopOnValidation",
     "GradientClipping",
     "LoadTomogramd",

@@ -29,6 +29,11 @@ __all__ = ["TomogramSource", "LoadTomogramd", "SaveTomogramd", "default_output_n
 logger = logging.getLogger(__name__)
 
 
+def _unset(value) -> bool:
+    """A config value that means "not given" (YAML null, or an empty/None string from a command line)."""
+    return value is None or (isinstance(value, str) and value in ("", "None", "null"))
+
+
 class TomogramSource:
     """One tomogram ready for self-supervised training.
 
@@ -68,7 +73,7 @@ class TomogramSource:
     ) -> None:
         if not 0.0 <= validation_fraction < 0.5:
             raise ValueError(f"validation_fraction must be in [0, 0.5), got {validation_fraction}")
-        self.path = None if tomogram in (None, "", "None") else Path(tomogram)
+        self.path = None if _unset(tomogram) else Path(tomogram)
         self.simulation = None
         clean = None
         if volume is not None:
@@ -84,7 +89,7 @@ class TomogramSource:
             self.simulation = sim
         else:
             raw, self.header = read_volume(self.path, mmap=True, validate=True)
-        if reference not in (None, "", "None"):
+        if not _unset(reference):
             clean = reference if isinstance(reference, np.ndarray) else read_volume(reference, mmap=True, validate=True)[0]
             if clean.shape != raw.shape:
                 raise ValueError(f"reference shape {clean.shape} differs from the tomogram's {raw.shape}")

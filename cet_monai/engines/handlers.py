@@ -86,11 +86,21 @@ class RandomStates:
             transforms = [transforms]
         self.transforms = [r for t in transforms for r in _randomizables(t)]
 
+    # numpy states become tensors and plain numbers, so checkpoints load with torch.load(weights_only=True)
+    @staticmethod
+    def _pack_numpy(state) -> dict:
+        name, keys, pos, has_gauss, cached = state
+        return {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+
+    @staticmethod
+    def _unpack_numpy(state: dict) -> tuple:
+        return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"])
+
     def state_dict(self) -> dict:
         state = {
-            "transforms": [t.R.get_state() for t in self.transforms],
+            "transforms": [self._pack_numpy(t.R.get_state()) for t in self.transforms],
             "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
+            "numpy": self._pack_numpy(np.random.get_state()),
             "python": random.getstate(),
         }
         if torch.cuda.is_available():
@@ -104,10 +114,11 @@ class RandomStates:
                 f"{len(self.transforms)}: it was saved by a different pipeline"
             )
         for t, s in zip(self.transforms, state["transforms"]):
-            t.R.set_state(s)
+            t.R.set_state(self._unpack_numpy(s))
         torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
-        np.random.set_state(state["numpy"])
-        random.setstate(state["python"])
+        np.random.set_state(self._unpack_numpy(state["numpy"]))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 

@@ -47,6 +47,7 @@ class IdentitySampler(WindowSampler):
     """One version: the window itself (plain network, or dropout passes only)."""
 
     num_versions = 1
+    config: dict = {}
 
     def versions(self, windows, generator):
         return windows.unsqueeze(0), None

@@ -32,6 +32,7 @@ class BernoulliSampler(WindowSampler):
     """``K`` real-space Bernoulli-masked copies of each window (keep probability ``keep_prob``)."""
 
     def __init__(self, num_versions: int = 4, keep_prob: float = 0.5, block_scale: int = 8, block_mask_prob: float = 0.0):
+        self.config = {"num_versions": int(num_versions), "keep_prob": keep_prob, "block_scale": block_scale, "block_mask_prob": block_mask_prob}
         self.num_versions = int(num_versions)
         self.keep_prob = keep_prob
         self.block_scale = block_scale
@@ -56,6 +57,7 @@ class FourierSampler(WindowSampler):
     def __init__(self, num_versions: int = 4, masks: str = "split", restrict: bool = True, **mask_options):
         if masks not in ("split", "seed"):
             raise ValueError(f"masks must be 'split' or 'seed', got {masks!r}")
+        self.config = {"num_versions": int(num_versions), "masks": masks, "restrict": restrict, **mask_options}
         self.num_versions = int(num_versions)
         self.masks = masks
         self.restrict = restrict

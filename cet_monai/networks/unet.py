@@ -61,6 +61,11 @@ class DropoutUNet(nn.Module):
     ) -> None:
         super().__init__()
         features = tuple(int(f) for f in features)
+        #: constructor arguments, stored in checkpoints so inference can rebuild the network
+        self.config = {
+            "spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
+            "features": list(features), "dropout": dropout, "norm": norm, "act": act, "upsample_mode": upsample_mode,
+        }
         if len(features) < 2:
             raise ValueError(f"features needs at least two levels, got {features}")
         if not 0.0 <= dropout < 1.0:
