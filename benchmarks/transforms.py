@@ -1,6 +1,6 @@
 """Throughput of the pairing transforms and memory of the Fourier sample pool.
 
-Run: ``python benchmarks/transforms.py [--quick] [--threads N]``
+Run: ``python benchmarks/transforms.py [--quick] [--threads N] [--pool-kind seed|split]``
 
 Prints:
 
@@ -67,7 +67,10 @@ def _rate(fn, calls: int, pairs_per_call: int) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller tomogram, fewer pool samples and calls")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: faster than 2 on a shared 2-core machine)"
+    )
+    ap.add_argument("--pool-kind", choices=["seed", "split"], default="seed", help="kind of pool to build (default seed)")
     ap.add_argument("--pool-samples", type=int, default=None, help="pool size S (default 40; 12 with --quick)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,11 +91,14 @@ def main() -> None:
     # ---------------------------------------------------------------- pool memory
     can_reset = _reset_peak()
     t0 = time.perf_counter()
-    pool = FourierSamplePool(tomo, num_samples=s_pool, kind="seed", seed=0, storage="memmap")
+    pool = FourierSamplePool(tomo, num_samples=s_pool, kind=args.pool_kind, seed=0, storage="memmap")
     build_s = time.perf_counter() - t0
     peak_rise = _status("VmHWM") - base_rss
     naive = s_pool * 4 * int(np.prod(shape))
-    print(f"\npool: tomogram {shape[0]}x{shape[1]}x{shape[2]} (Z,Y,X) = {tomo.nbytes / MIB:.0f} MiB float32, S = {s_pool}")
+    print(
+        f"\n{args.pool_kind} pool: tomogram {shape[0]}x{shape[1]}x{shape[2]} (Z,Y,X) = {tomo.nbytes / MIB:.0f} MiB "
+        f"float32, S = {s_pool}"
+    )
     print(f"  build time           {build_s:8.1f} s ({build_s / s_pool:.2f} s per sample)")
     print(f"  storage              {pool.nbytes / MIB:8.0f} MiB float16 memmap on disk ({pool.path})")
     if can_reset:
@@ -114,7 +120,7 @@ def main() -> None:
         ("real-space Bernoulli", RandBernoulliMaskd("image", num_samples=m).set_random_state(0), item),
         ("fourier patch (seed masks)", RandFourierPaird("image", mode="patch", num_samples=m).set_random_state(0), item_margin),
         ("fourier split (per patch)", RandFourierPaird("image", mode="split", num_samples=m).set_random_state(0), item_margin),
-        ("fourier pool (seed pool)", RandFourierPaird("image", mode="pool", pool=pool, num_samples=m).set_random_state(0), None),
+        (f"fourier pool ({args.pool_kind} pool)", RandFourierPaird("image", mode="pool", pool=pool, num_samples=m).set_random_state(0), None),
     ]
     for name, t, it in tests:
         if it is None:  # pool mode: a new position every call (sampler included in the timing)

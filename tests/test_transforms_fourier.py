@@ -22,7 +22,6 @@ from cet_monai.transforms import (
     missing_wedge_mask,
     seed_fourier_mask,
     split_fourier_mask,
-    split_weights,
 )
 
 DIMS = (-3, -2, -1)

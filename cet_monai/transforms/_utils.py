@@ -85,12 +85,6 @@ def rand_int(rng: RNG, low: int, high: int) -> int:
     return int(rng.randint(low, high))
 
 
-def rand_permutation(rng: RNG, n: int) -> np.ndarray:
-    if isinstance(rng, torch.Generator):
-        return torch.randperm(n, generator=rng, device=rng.device).cpu().numpy()
-    return rng.permutation(n)
-
-
 def _blocks(block, ndim) -> tuple[int, ...]:
     blocks = (int(block),) * ndim if np.isscalar(block) else tuple(int(b) for b in block)
     if any(b < 1 for b in blocks):
@@ -190,19 +184,6 @@ def hermitian_symmetrize(mask, last_size: int):
 def is_hermitian_consistent(mask: torch.Tensor, last_size: int) -> bool:
     """Whether a half-spectrum mask already satisfies :func:`hermitian_symmetrize`'s condition."""
     return all(torch.equal(mask[..., j], _conj_plane(mask[..., j])) for j in _self_conjugate_planes(last_size))
-
-
-def full_spectrum_weights(shape: Sequence[int]) -> torch.Tensor:
-    """How many full-spectrum coefficients each half-spectrum coefficient stands for (1 or 2).
-
-    Shape ``(1, 1, X//2+1)``: 1 on the planes that are their own conjugates, 2 elsewhere.
-    """
-    nx = int(shape[-1])
-    w = torch.full((1, 1, nx // 2 + 1), 2.0)
-    w[..., 0] = 1.0
-    if nx % 2 == 0:
-        w[..., nx // 2] = 1.0
-    return w
 
 
 def to_tensor(img) -> tuple[torch.Tensor, bool]:

@@ -59,7 +59,6 @@ from typing import TYPE_CHECKING, Hashable, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.transforms.traits import MultiSampleTrait
 from monai.utils import TransformBackends
@@ -419,7 +418,8 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
         mode: ``"patch"``: seed masks applied to the spectrum of each (margin-padded) patch,
             on the fly; ``"split"``: complementary split masks per patch; ``"pool"``: read the
             pair from a precomputed :class:`~cet_monai.transforms.FourierSamplePool` (whose
-            ``kind``, ``"seed"`` or ``"split"``, decides the masks) at the patch position.
+            ``kind``, ``"seed"`` or ``"split"``, decides the masks, and whose own mask
+            parameters apply; the mask arguments below are then unused) at the patch position.
         num_samples: M, the number of pairs :meth:`draw` returns.
         pool: the :class:`FourierSamplePool` (mode ``"pool"`` only).
         margin: voxels cropped from each side of every spatial axis after masking (int or 3
