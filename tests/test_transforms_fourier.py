@@ -154,8 +154,8 @@ def test_split_halves_partition_measured_spectrum(shape):
 @pytest.mark.parametrize("shape", [(32, 32, 32), (33, 31, 29), (32, 32, 8)])
 @pytest.mark.parametrize("tilt", [60.0, None])
 def test_split_white_noise_correlation_is_zero(shape, tilt):
-    """Mean over 16 noise/mask draws of corr(input, target); SE ~ 1/sqrt(16 N)."""
-    reps = 16
+    """Mean over 8 noise/mask draws of corr(input, target); SE ~ 1/sqrt(8 N)."""
+    reps = 8
     rs = []
     t = RandFourierPair(mode="split", tilt_range_deg=tilt, num_samples=1).set_random_state(0)
     for r in range(reps):
@@ -172,7 +172,7 @@ def test_split_white_noise_correlation_is_zero(shape, tilt):
 @pytest.mark.parametrize("shape", [(32, 32, 32), (33, 31, 29), (32, 32, 8)])
 def test_split_with_margin_white_noise_correlation_is_zero(shape):
     """Per-patch split with a cropped margin: halves no longer orthogonal, still independent."""
-    reps, margin = 16, 4
+    reps, margin = 8, 4
     t = RandFourierPair(mode="split", margin=margin, num_samples=1).set_random_state(0)
     rs = [_corr(*t(_noise((1,) + tuple(s + 2 * margin for s in shape), 300 + r))) for r in range(reps)]
     mean_r = float(np.mean(rs))
@@ -184,21 +184,21 @@ def test_split_with_margin_white_noise_correlation_is_zero(shape):
 def test_control_non_hermitian_split_leaks(shape):
     """Control: the same split WITHOUT Hermitian symmetrisation correlates input and target noise."""
     rs = []
-    for r in range(16):
+    for r in range(8):
         x = torch.as_tensor(_noise(shape, 200 + r))
         m = torch.rand(shape[0], shape[1], shape[2] // 2 + 1, generator=torch.Generator().manual_seed(r)) < 0.5
         spec = torch.fft.rfftn(x)
         rs.append(_corr(torch.fft.irfftn(spec * m, s=shape), torch.fft.irfftn(spec * ~m, s=shape)))
     print(f"non-Hermitian split corr shape={shape}: mean r = {np.mean(rs):+.4f}")
-    assert np.mean(rs) > 5 / np.sqrt(16 * np.prod(shape))
+    assert np.mean(rs) > 5 / np.sqrt(8 * np.prod(shape))
 
 
 @pytest.mark.parametrize("block", [2, 4])
 def test_split_blocks_white_noise_correlation_is_zero(block):
     shape = (32, 32, 8)
     t = RandFourierPair(mode="split", split_block_size=block, num_samples=1).set_random_state(1)
-    rs = [_corr(*t(_noise((1,) + shape, r))) for r in range(16)]
-    assert abs(np.mean(rs)) < 5 / np.sqrt(16 * np.prod(shape))
+    rs = [_corr(*t(_noise((1,) + shape, r))) for r in range(8)]
+    assert abs(np.mean(rs)) < 5 / np.sqrt(8 * np.prod(shape))
 
 
 def test_seed_masks_white_noise_correlation_is_positive():
