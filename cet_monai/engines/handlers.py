@@ -56,7 +56,17 @@ class GradientClipping:
 
 
 def _randomizables(transform) -> list[Randomizable]:
-    """Every ``Randomizable`` inside ``transform`` (Compose nesting followed), in a fixed order."""
+    """Every ``Randomizable`` inside ``transform``, in a fixed order: Compose nesting followed, and
+    the transforms a transform holds as attributes or in list/tuple attributes (e.g. the per-axis
+    ``RandFlipd`` of :class:`~cet_monai.transforms.RandWedgeFlipd`)."""
+
+    def held(t) -> list:
+        out = []
+        for v in vars(t).values():
+            items = v if isinstance(v, (list, tuple)) else [v]
+            out += [i for i in items if isinstance(i, (Compose, Randomizable)) and i is not t]
+        return out
+
     found: list[Randomizable] = []
     stack = [transform]
     while stack:
@@ -65,18 +75,20 @@ def _randomizables(transform) -> list[Randomizable]:
             stack = list(t.transforms) + stack
         elif isinstance(t, Randomizable):
             found.append(t)
-            stack = [v for v in vars(t).values() if isinstance(v, (Compose, Randomizable)) and v is not t] + stack
+            stack = held(t) + stack
     return found
 
 
 class RandomStates:
     """Every random state a training run depends on, as one checkpointable object.
 
-    Holds: the random generators of the data transforms (each ``Randomizable``'s ``R``), torch's
-    CPU (and CUDA) generators, numpy's and Python's global generators. Put it in the
-    ``save_dict`` of :class:`monai.handlers.CheckpointSaver` and the ``load_dict`` of the
-    loader, and a resumed run draws exactly the patches, masks and dropout an uninterrupted run
-    would have drawn.
+    Holds: the random generators of the data transforms (each ``Randomizable``'s ``R``), the
+    state some transforms keep between calls (the pending positions of a
+    :class:`~cet_monai.transforms.RandTomogramPatchd` tiling; a transform's own
+    ``state_dict``/``load_state_dict`` when it has them), torch's CPU (and CUDA) generators,
+    numpy's and Python's global generators. Put it in the ``save_dict`` of
+    :class:`monai.handlers.CheckpointSaver` and the ``load_dict`` of the loader, and a resumed
+    run draws exactly the patches, masks and dropout an uninterrupted run would have drawn.
     """
 
     def __init__(self, transforms: Iterable | Compose | None = None) -> None:
@@ -96,9 +108,32 @@ class RandomStates:
     def _unpack_numpy(state: dict) -> tuple:
         return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"])
 
+    # state a transform keeps between calls, besides its generator (tensors, for weights_only loading)
+    @staticmethod
+    def _transform_state(t) -> dict:
+        if callable(getattr(t, "state_dict", None)):
+            return dict(t.state_dict())
+        if hasattr(t, "_queue"):  # RandTomogramPatchd: the rest of the current tiling
+            shape = getattr(t, "_queue_shape", None)
+            return {
+                "queue": torch.as_tensor(np.asarray(t._queue, dtype=np.int64).reshape(-1, 3)),
+                "queue_shape": torch.as_tensor(() if shape is None else shape, dtype=torch.int64),
+            }
+        return {}
+
+    @staticmethod
+    def _load_transform_state(t, state: dict) -> None:
+        if callable(getattr(t, "load_state_dict", None)):
+            t.load_state_dict(state)
+        elif "queue" in state:
+            t._queue = [q.numpy().astype(np.int64) for q in state["queue"]]
+            shape = tuple(int(v) for v in state["queue_shape"])
+            t._queue_shape = shape or None
+
     def state_dict(self) -> dict:
         state = {
             "transforms": [self._pack_numpy(t.R.get_state()) for t in self.transforms],
+            "transform_states": [self._transform_state(t) for t in self.transforms],
             "torch": torch.get_rng_state(),
             "numpy": self._pack_numpy(np.random.get_state()),
             "python": random.getstate(),
@@ -115,6 +150,8 @@ class RandomStates:
             )
         for t, s in zip(self.transforms, state["transforms"]):
             t.R.set_state(self._unpack_numpy(s))
+        for t, s in zip(self.transforms, state.get("transform_states", [])):  # absent in older checkpoints
+            self._load_transform_state(t, s)
         torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
         np.random.set_state(self._unpack_numpy(state["numpy"]))
         version, internal, gauss = state["python"]
