@@ -236,7 +236,7 @@ class TrainingProgressBar:
         def loss_of(output):
             if isinstance(output, list):
                 output = output[0]
-            return {"loss": float(output["loss"])}
+            return {"loss": float(output["loss"].detach())}
 
         ProgressBar(persist=True).attach(engine, output_transform=loss_of)
 

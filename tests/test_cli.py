@@ -1,0 +1,111 @@
+"""The cet-monai command: help, exit codes, bad input, header round trip, the demo at a tiny budget."""
+
+import subprocess
+import sys
+
+import mrcfile
+import numpy as np
+import pytest
+
+from cet_monai.cli import EXIT_OK, EXIT_USAGE, build_parser, main
+from cet_monai.io import read_volume, write_volume
+
+TINY = ["--iterations", "2", "--set", "epoch_length=1", "--set", "val_interval=1", "--set", "patch_size=[16,16,16]",
+        "--set", "margin=4", "--set", "network_def#features=[4,8]", "--versions", "1", "--passes", "1"]
+
+
+def test_help_reads_like_a_manual(capsys):
+    for argv in (["--help"], ["denoise", "--help"], ["demo", "--help"], ["predict", "--help"], ["simulate", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--overwrite" in out and "missing wedge" in out and "Noise2Noise" in out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == EXIT_USAGE
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_missing_and_bad_inputs_give_one_clear_line(tmp_path, capsys):
+    assert main(["denoise", str(tmp_path / "nope.mrc"), "-o", str(tmp_path / "out.mrc")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "nope.mrc" in err and "not found" in err and "Traceback" not in err
+    flat = tmp_path / "flat.mrc"
+    write_volume(flat, np.ones((8, 8, 8), np.float32))
+    assert main(["denoise", str(flat), "-o", str(tmp_path / "out.mrc")]) == EXIT_USAGE
+    assert "constant" in capsys.readouterr().err
+    nan = tmp_path / "nan.mrc"
+    a = np.random.rand(8, 8, 8).astype(np.float32)
+    a[1, 2, 3] = np.nan
+    write_volume(nan, a)
+    assert main(["denoise", str(nan), "-o", str(tmp_path / "out.mrc")]) == EXIT_USAGE
+    assert "NaN" in capsys.readouterr().err
+
+
+def test_output_equal_to_input_is_refused(tmp_path, capsys):
+    path = tmp_path / "t.mrc"
+    write_volume(path, np.random.rand(16, 16, 16).astype(np.float32))
+    assert main(["denoise", str(path), "-o", str(path)]) == EXIT_USAGE
+    assert "overwrite" in capsys.readouterr().err
+
+
+def test_simulate_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "sim"
+    argv = ["simulate", str(out), "--shape", "16", "24", "24"]
+    assert main(argv) == EXIT_OK
+    assert (out / "noisy.mrc").exists() and (out / "orthoslices.png").exists()
+    assert main(argv) == EXIT_USAGE
+    assert main(argv + ["--overwrite"]) == EXIT_OK
+
+
+def test_denoise_then_predict_round_trips_the_header(tmp_path):
+    path = tmp_path / "tomo.mrc"
+    rng = np.random.default_rng(0)
+    with mrcfile.new(path) as m:
+        m.set_data((rng.normal(size=(16, 32, 32)) * 50 + 100).astype(np.int16))
+        m.voxel_size = (7.5, 7.5, 7.5)
+        m.header.origin = (10.0, 20.0, 30.0)
+    out = tmp_path / "den.mrc"
+    assert main(["denoise", str(path), "-o", str(out)] + TINY) == EXIT_OK
+    vol, header = read_volume(out)
+    src, src_header = read_volume(path)
+    assert vol.shape == src.shape and vol.dtype == np.float32
+    assert header.voxel_size == pytest.approx(src_header.voxel_size)
+    assert header.origin == pytest.approx(src_header.origin)
+    # the output is on the input's intensity scale (mean ~ 100), not the normalised one
+    assert abs(float(vol.mean()) - float(src.mean())) < 0.5 * float(src.std())
+    assert (tmp_path / "den.png").exists()
+    ckpt = sorted((tmp_path / "den_run").glob("checkpoint_final*.pt"))
+    assert ckpt
+    out2 = tmp_path / "pred.mrc"
+    assert main(["predict", str(path), "--checkpoint", str(ckpt[0]), "-o", str(out2), "--versions", "1", "--passes", "1"]) == EXIT_OK
+    assert read_volume(out2)[1].voxel_size == pytest.approx(src_header.voxel_size)
+    # nothing is overwritten by surprise
+    assert main(["predict", str(path), "--checkpoint", str(ckpt[0]), "-o", str(out2)]) == EXIT_USAGE
+
+
+def test_predict_with_a_bad_checkpoint(tmp_path, capsys):
+    path = tmp_path / "t.mrc"
+    write_volume(path, np.random.rand(16, 16, 16).astype(np.float32))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["predict", str(path), "--checkpoint", str(bad), "-o", str(tmp_path / "o.mrc")]) == EXIT_USAGE
+    assert "bad.pt" in capsys.readouterr().err
+
+
+def test_demo_runs_at_a_tiny_budget(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--shape", "16", "32", "32"] + TINY) == EXIT_OK
+    report = (out / "report.md").read_text()
+    assert "| raw |" in report and "Gaussian" in report and "denoised (fourier)" in report
+    for f in ("denoised.mrc", "comparison.png", "scores.json"):
+        assert (out / f).exists()
+    assert main(["demo", "-o", str(out), "--shape", "16", "32", "32"] + TINY) == EXIT_USAGE
+
+
+def test_console_script_entry_point():
+    res = subprocess.run([sys.executable, "-m", "cet_monai.cli", "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and "cet-monai" in res.stdout
+    assert "demo" in build_parser().format_help()
