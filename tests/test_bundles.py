@@ -1,0 +1,293 @@
+"""The two denoising bundles through MONAI's own bundle machinery.
+
+Training and inference end to end (ConfigWorkflow and ``python -m monai.bundle run``), MONAI's
+property checks, ``verify_net_in_out``, metadata against the vendored schema, a ``network_def``
+override reaching the checkpoint, bit-exact resume after an interruption, and the 2-process gloo
+run of ``multi_gpu_train.yaml`` under ``torchrun``. Everything runs on tiny simulated tomograms
+(16 x 32 x 32 voxels, 16-voxel patches, small networks, a few iterations) on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLES = ["fourier_denoising", "real_denoising"]
+SCHEMA = Path(__file__).resolve().parent / "data" / "meta_schema.json"
+
+# tiny budget: 16 x 32 x 32 simulated tomogram (fast mode), 16-voxel patches, 2 iterations per epoch
+TINY = {
+    "simulation#shape": [16, 32, 32],
+    "simulation#mode": "fast",
+    "patch_size": [16, 16, 16],
+    "epoch_length": 2,
+    "val_interval": 1,
+    "checkpoint_interval": 1,
+    "preview_interval": 1000,
+    "progress": False,
+    "network_def#features": [8, 16, 16],
+}
+MARGIN = {"fourier_denoising": {"margin": 4}, "real_denoising": {}}
+
+
+def configs(bundle: str, name: str = "train.yaml") -> str:
+    return str(ROOT / "bundles" / bundle / "configs" / name)
+
+
+def workflow(bundle: str, files=("train.yaml",), workflow_type: str = "train", **overrides):
+    from monai.bundle import ConfigWorkflow
+
+    paths = [configs(bundle, f) for f in files]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ConfigWorkflow(
+            config_file=paths if len(paths) > 1 else paths[0],
+            meta_file=configs(bundle, "metadata.json"),
+            logging_file=configs(bundle, "logging.conf"),
+            workflow_type=workflow_type,
+            **overrides,
+        )
+
+
+def train(bundle: str, output_dir, **overrides):
+    wf = workflow(bundle, output_dir=str(output_dir), **{**TINY, **MARGIN[bundle], **overrides})
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def final_checkpoint(output_dir) -> str:
+    (path,) = glob.glob(os.path.join(str(output_dir), "checkpoint_final_iteration=*.pt"))
+    return path
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a small shared machine 2 threads make these tiny convolutions ~10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tomogram_file(tmp_path_factory):
+    """A small simulated tomogram written as MRC with a non-default header (voxel size, origin, label)."""
+    from cet_monai.data import simulate_tomogram
+    from cet_monai.io import VolumeHeader, write_volume
+
+    sim = simulate_tomogram(shape=(16, 32, 32), mode="fast", seed=3)
+    path = tmp_path_factory.mktemp("tomo") / "tomo.mrc"
+    header = VolumeHeader(voxel_size=(13.5, 12.5, 12.5), origin=(10.0, 20.0, 30.0), labels=("cet-monai bundle test",))
+    write_volume(path, sim.noisy, header=header)
+    return path
+
+
+# ---------------------------------------------------------------------------- metadata
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_metadata_valid_against_vendored_schema(bundle):
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    meta = json.loads(Path(configs(bundle, "metadata.json")).read_text())
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+    jsonschema.Draft201909Validator(schema).validate(meta)
+    assert meta["schema"].endswith("meta_schema_20240725.json")
+    for key, tensor in (("inputs", "image"), ("outputs", "pred")):  # (1, Z, Y, X) float32 patches
+        spec = meta["network_data_format"][key][tensor]
+        assert spec["num_channels"] == 1 and spec["dtype"] == "float32" and len(spec["spatial_shape"]) == 3
+    # the validator does catch a broken file
+    broken = dict(meta)
+    del broken["network_data_format"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft201909Validator(schema).validate(broken)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_verify_net_in_out(bundle):
+    from monai.bundle import verify_net_in_out
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # n=2: 16^3 inputs (the metadata says 8*n per axis: the default network's divisor)
+        verify_net_in_out(net_id="network_def", meta_file=configs(bundle, "metadata.json"),
+                          config_file=configs(bundle), device="cpu", n=2)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_bundle_files_present(bundle):
+    root = ROOT / "bundles" / bundle
+    for name in ("configs/train.yaml", "configs/inference.yaml", "configs/multi_gpu_train.yaml", "configs/metadata.json",
+                 "configs/logging.conf", "docs/README.md", "LICENSE"):
+        assert (root / name).is_file(), name
+    assert "Apache License" in (root / "LICENSE").read_text()[:200]
+
+
+# ---------------------------------------------------------------------------- train -> infer
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_train_then_infer_end_to_end(bundle, tmp_path, tomogram_file):
+    """Train through ConfigWorkflow, then denoise an MRC with ``python -m monai.bundle run inference``.
+
+    The Fourier bundle trains on the simulated default (validation: PSNR against its clean
+    reference); the real-space bundle on the MRC file (no reference: minus the masked loss on
+    held-out masked pairs). Both override ``network_def#features``; the checkpoint's weights
+    and the recipe that inference rebuilds the network from must follow the override.
+    """
+    from cet_monai.io import read_volume
+
+    features = [8, 16, 16] if bundle == "fourier_denoising" else [4, 8, 8, 8]
+    extra = {} if bundle == "fourier_denoising" else {"tomogram": str(tomogram_file)}
+    out = tmp_path / "run"
+    wf = workflow(bundle, output_dir=str(out), iterations=4, **{**TINY, **MARGIN[bundle], **extra, "network_def#features": features})
+    wf.initialize()
+    assert wf.check_properties() == []
+    wf.run()
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    score = evaluator.state.metrics["val_quality"]
+    if bundle == "fourier_denoising":
+        assert score > 5.0  # PSNR in dB against the clean reference
+        assert "val_ssim" in evaluator.state.metrics
+    else:
+        assert -10.0 < score < 0.0  # minus the masked MSE on the normalised scale
+        assert isinstance(wf.parser.get_parsed_content("loss"), __import__("cet_monai").losses.MaskedMSELoss)
+    wf.finalize()
+
+    ckpt = torch.load(final_checkpoint(out), map_location="cpu", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 4
+    # the override reached the trained network: first convolution features[0] x 1 x 3^3, depth = len(features)
+    assert tuple(ckpt["network"]["encoders.0.0.conv.weight"].shape) == (features[0], 1, 3, 3, 3)
+    assert sum(k.startswith("encoders.") and k.endswith(".0.conv.weight") for k in ckpt["network"]) == len(features)
+    assert ckpt["recipe"]["network_args"]["features"] == features
+    assert ckpt["recipe"]["method"] == ("fourier" if bundle == "fourier_denoising" else "real")
+    assert (out / "model_best.pt").is_file() and (out / "preview.png").is_file()
+    assert glob.glob(str(out / "tensorboard" / "events.*"))
+
+    # MONAI's property check of the inference workflow (recipe-driven: no training config needed)
+    infer = workflow(bundle, ("inference.yaml",), "infer", tomogram=str(tomogram_file), checkpoint=final_checkpoint(out))
+    infer.initialize()
+    assert infer.check_properties() == []
+
+    denoised = tmp_path / "denoised.mrc"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", configs(bundle, "inference.yaml"),
+           "--tomogram", str(tomogram_file), "--checkpoint", final_checkpoint(out), "--output", str(denoised),
+           "--versions", "2", "--progress", "False"]
+    result = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    volume, header = read_volume(denoised)
+    raw, raw_header = read_volume(tomogram_file)
+    assert volume.shape == raw.shape and volume.dtype == np.float32 and np.isfinite(volume).all()
+    assert header.voxel_size == pytest.approx(raw_header.voxel_size) and header.origin == pytest.approx(raw_header.origin)
+    # on the input's intensity scale (a 4-iteration network is close to a constant: no quality claim)
+    assert abs(volume.mean() - raw.mean()) < raw.std() and volume.std() < raw.std()
+    assert denoised.with_suffix(".png").is_file()
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_resume_after_interruption_is_exact(bundle, tmp_path):
+    """Stop a 4-epoch run after epoch 2 (its checkpoint written, the run killed: no final
+    checkpoint), rerun the same output_dir with the full budget: the iteration count, optimiser,
+    scheduler and random streams continue, and the final weights equal an uninterrupted run's."""
+    from ignite.engine import Events
+
+    budget = {"iterations": 8}
+    train(bundle, tmp_path / "straight", **budget)
+
+    interrupted = tmp_path / "interrupted"
+    train(bundle, interrupted, **budget, **{"train#trainer#max_epochs": 2})  # the full schedule, stopped early
+    for path in glob.glob(str(interrupted / "checkpoint_final_iteration=*.pt")):
+        os.remove(path)  # as after a kill: only the epoch checkpoints remain
+    assert (interrupted / "checkpoint_epoch=2.pt").is_file()
+
+    wf = workflow(bundle, output_dir=str(interrupted), **{**TINY, **MARGIN[bundle], **budget})
+    wf.initialize()
+    iterations_run = []
+    wf.parser.get_parsed_content("train#trainer").add_event_handler(
+        Events.ITERATION_COMPLETED, lambda engine: iterations_run.append(engine.state.iteration))
+    wf.run()
+    wf.finalize()
+    assert iterations_run == [5, 6, 7, 8]
+
+    a = torch.load(final_checkpoint(tmp_path / "straight"), map_location="cpu", weights_only=True)
+    b = torch.load(final_checkpoint(interrupted), map_location="cpu", weights_only=True)
+    assert a["trainer"] == b["trainer"]
+    assert a["lr_scheduler"] == b["lr_scheduler"]
+    torch.testing.assert_close(b["network"], a["network"], rtol=0, atol=0)
+    torch.testing.assert_close(b["optimizer"]["state"], a["optimizer"]["state"], rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------- multi-GPU config
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize("rank", [0, 1])
+def test_multi_gpu_writers_only_on_rank_zero(bundle, rank, monkeypatch, tmp_path):
+    """multi_gpu_train.yaml disables handlers by index in train.yaml's lists: check that rank 0
+    keeps all of them and the others keep exactly the ones every rank needs."""
+    from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
+
+    from cet_monai.engines import PreviewWriter, TrainingProgressBar
+
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    # no process group here: parse everything but the DDP wrapper
+    wf = workflow(bundle, ("train.yaml", "multi_gpu_train.yaml"), output_dir=str(tmp_path), network="$@network_def",
+                  **{**TINY, **MARGIN[bundle]})
+    parser = wf.parser
+    parser.parse()
+    train_handlers = parser.get_parsed_content("train#handlers")
+    val_handlers = parser.get_parsed_content("validate#handlers")
+    writers = (StatsHandler, TensorBoardStatsHandler, CheckpointSaver, PreviewWriter, TrainingProgressBar)
+    if rank == 0:
+        assert len(train_handlers) == len(parser["train#handlers"]) == 10 and len(val_handlers) == 3
+    else:
+        names = [type(h).__name__ for h in train_handlers]
+        assert names == ["ResumeFromCheckpoint", "LrScheduleHandler", "GradientClipping", "ValidationHandler", "EarlyStopOnValidation"]
+        assert not any(isinstance(h, writers) for h in train_handlers) and val_handlers == []
+        assert "random_states" not in parser.get_parsed_content("train#handlers")[0].load_dict
+    assert len(parser.get_parsed_content("train#dataset")) == 2 * TINY["epoch_length"]  # epoch_length per rank
+    assert parser.get_parsed_content("recipe").network is parser.get_parsed_content("network_def")
+    assert not glob.glob(str(tmp_path / "tensorboard" / "*")) or rank == 0
+
+
+def test_torchrun_two_processes_gloo(tmp_path):
+    """The documented multi-GPU command, on CPU: 2 processes, gloo, OMP_NUM_THREADS=1."""
+    bundle = "fourier_denoising"
+    out = tmp_path / "ddp"
+    files = f"['{configs(bundle)}','{configs(bundle, 'multi_gpu_train.yaml')}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "monai.bundle", "run", "training", "--config_file", files, "--output_dir", str(out),
+           "--simulation#shape", "[16,32,32]", "--simulation#mode", "fast", "--patch_size", "[16,16,16]", "--margin", "4",
+           "--iterations", "4", "--epoch_length", "2", "--val_interval", "1", "--checkpoint_interval", "1",
+           "--network_def#features", "[8,16,16]", "--progress", "False"]
+    result = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    ckpt = torch.load(final_checkpoint(out), map_location="cpu", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 4
+    assert not any(k.startswith("module.") for k in ckpt["network"])  # the plain network, not the DDP wrapper
+    assert ckpt["recipe"]["network_class"].endswith("DropoutUNet")
+    # one writer: both TensorBoard event files (trainer and evaluator) come from the same process
+    events = glob.glob(str(out / "tensorboard" / "events.*"))
+    assert len(events) == 2 and len({Path(e).name.split(".")[-2] for e in events}) == 1
