@@ -161,20 +161,24 @@ class RandomStates:
 
 
 def latest_checkpoint(directory: str, pattern: str = "checkpoint*.pt") -> str | None:
-    """The most advanced checkpoint in ``directory`` (``None`` if there is none).
+    """The checkpoint in ``directory`` whose trainer got furthest (``None`` if there is none).
 
     MONAI's :class:`~monai.handlers.CheckpointSaver` writes ``checkpoint_epoch=N.pt`` during
-    training and ``checkpoint_final_iteration=N.pt`` at the end; a final one is the latest, then
-    the highest epoch.
+    training and ``checkpoint_final_iteration=N.pt`` at the end; names count epochs or
+    iterations, so the iteration saved inside each file decides (ties: the newer file).
+    Unreadable files are skipped.
     """
-    paths = glob.glob(os.path.join(directory, pattern))
-
-    def progress(path: str) -> tuple[int, int]:
-        name = os.path.basename(path)
-        number = re.search(r"=(\d+)", name)
-        return (1 if "final" in name else 0, int(number.group(1)) if number else -1)
-
-    return max(paths, key=progress) if paths else None
+    best, best_key = None, None
+    for path in glob.glob(os.path.join(directory, pattern)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            iteration = int(state["trainer"]["iteration"])
+        except Exception:  # noqa: BLE001 - a torn or foreign file is not a resume point
+            continue
+        key = (iteration, os.path.getmtime(path))
+        if best_key is None or key > best_key:
+            best, best_key = path, key
+    return best
 
 
 class ResumeFromCheckpoint:
