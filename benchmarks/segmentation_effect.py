@@ -1,0 +1,73 @@
+"""Does denoising help membrane segmentation? Test Dice against the number of training patches.
+
+Trains the membrane segmentation network (cet_monai.segmentation) on N in {4, 8, 16, 32}
+training patches of simulated tomograms prepared in each way -- raw, best Gaussian filter (oracle
+sigma by PSNR), S2S (real space), F2F (Fourier space), Noise2Noise on even/odd halves -- and
+scores Dice and surface Dice on a held-out simulated tomogram, over several seeds. See
+cet_monai/segmentation/experiment.py for the protocol and docs/segmentation.md for results.
+
+    python benchmarks/segmentation_effect.py --size reduced --out runs/segmentation_effect
+    python benchmarks/segmentation_effect.py --size full --out runs/segmentation_effect_full   # GPU
+    python benchmarks/segmentation_effect.py --size reduced --kinds raw gaussian --seeds 0 1 2
+
+Prints the Markdown tables; writes runs.csv, inputs.csv, summary.csv, summary.md,
+dice_vs_patches.png, example_seed*_*.png and experiment.json into --out. Rerunning with the same
+settings resumes (finished trainings are kept); other settings in the same folder are refused
+unless --overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+
+def parse_args(argv=None):
+    from cet_monai.segmentation.experiment import ALL_KINDS, experiment_settings
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=["reduced", "full", "tiny"], default="reduced",
+                   help="reduced: 2 CPU cores (hours for the whole grid); full: a GPU; tiny: smoke test")
+    p.add_argument("--out", default="runs/segmentation_effect", help="output folder (default: %(default)s)")
+    p.add_argument("--kinds", nargs="+", choices=list(ALL_KINDS), default=None,
+                   help=f"input kinds (default: all of {' '.join(ALL_KINDS)}; denoisers only if cet_monai.workflows imports)")
+    p.add_argument("--n-patches", nargs="+", type=int, default=None, help="numbers of training patches (default: 4 8 16 32)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="experiment seeds (default: 0 1 2; full: 0-4)")
+    p.add_argument("--iterations", type=int, default=None, help="training iterations per segmentation model")
+    p.add_argument("--denoise-iterations", type=int, default=None, help="iterations of each denoiser training")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 for reduced/tiny, which is fastest on a shared 2-core "
+                        "machine; unchanged for full)")
+    p.add_argument("--overwrite", action="store_true", help="discard results in --out made with other settings")
+    args = p.parse_args(argv)
+    return args, experiment_settings(args.size, kinds=args.kinds, n_patches=args.n_patches, seeds=args.seeds,
+                                     iterations=args.iterations, denoise_iterations=args.denoise_iterations)
+
+
+def main(argv=None) -> int:
+    from cet_monai.errors import CetMonaiError
+    from cet_monai.segmentation.experiment import run_experiment
+
+    args, settings = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    def log(msg):
+        print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+    try:
+        threads = args.threads if args.threads is not None else (None if args.size == "full" else 1)
+        result = run_experiment(settings, args.out, device=args.device, overwrite=args.overwrite, log=log, threads=threads)
+    except CetMonaiError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print()
+    print(result["tables"])
+    print(f"({result['seconds'] / 60:.1f} min this session; results in {args.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

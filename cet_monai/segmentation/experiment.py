@@ -1,0 +1,735 @@
+"""What does denoising do to membrane segmentation? Dice against the number of training patches.
+
+The experiment, on simulated tomograms with membrane ground truth
+(:func:`cet_monai.data.simulate_tomogram`):
+
+1. For every experiment seed ``s``: simulate ``n_train_tomograms`` training tomograms and one
+   held-out test tomogram, with simulation seeds that differ between experiment seeds
+   (``1000 * s + 1 ...`` for training, ``1000 * s + 999`` for the test tomogram).
+2. Choose ``max(n_patches)`` training patch positions (cubes of ``patch_size`` voxels, at least
+   ``min_membrane_fraction`` membrane, spread round-robin over the training tomograms). The
+   first ``N`` are the training set of size ``N``: the sets are nested and the *same positions*
+   serve every input kind, so kinds are compared on identical data.
+3. Prepare every tomogram (training and test) with each *input kind* -- a callable
+   ``prepare(sim) -> volume`` in the dict returned by :func:`input_kinds`:
+
+   * ``raw``: the noisy tomogram;
+   * ``gaussian``: the best Gaussian filter by PSNR against the clean reconstruction
+     (:func:`cet_monai.metrics.best_gaussian`: an oracle choice of sigma, per tomogram);
+   * ``s2s``, ``f2f``: the real-space (Self2Self-style) and Fourier-space (Fourier2Fourier)
+     single-tomogram denoisers of this package (:func:`cet_monai.workflows.denoise_volume`,
+     ``method="real"`` / ``"fourier"``), trained on each tomogram separately;
+   * ``n2n``: Noise2Noise between the even and odd half tomograms (cryoCARE-style upper bound,
+     ``method="n2n"``).
+
+   The denoiser kinds exist only when :mod:`cet_monai.workflows` can be imported; otherwise
+   they are reported as unavailable and the others run. Each prepared volume is normalised
+   with its own whole-tomogram statistics, and its PSNR/SSIM against the clean volume recorded.
+4. For each kind and ``N``: train a fresh segmentation network (same initialisation, same
+   batch order and augmentation for every kind at a given seed and ``N``) for a fixed number of
+   iterations, then segment the whole prepared test tomogram (sliding window, Gaussian
+   blending) and score Dice and surface Dice against its labels.
+5. Report mean and standard deviation over seeds (Markdown, CSV, PNG). If the raw input's mean
+   Dice does not beat an all-background prediction by ``0.1``, that comparison is marked
+   *inconclusive*.
+
+Everything is written under ``out``; finished runs are kept in ``runs.csv`` and skipped when the
+experiment is started again with the same settings (so an interrupted run resumes).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cet_monai.errors import CetMonaiError
+from cet_monai.normalize import TomogramNormalizer
+
+from .data import augmentations
+from .losses import MaskedDiceCELoss
+from .metrics import dice_score, segmentation_scores
+from .model import ModelSpec
+from .predict import predict_probability
+
+__all__ = [
+    "ExperimentSettings",
+    "SIZES",
+    "experiment_settings",
+    "KIND_LABELS",
+    "DENOISER_KINDS",
+    "input_kinds",
+    "denoiser_status",
+    "choose_patches",
+    "train_on_patches",
+    "run_experiment",
+    "summarize",
+    "format_tables",
+    "plot_dice",
+]
+
+logger = logging.getLogger(__name__)
+
+#: display names of the input kinds
+KIND_LABELS = {
+    "raw": "raw",
+    "gaussian": "best Gaussian",
+    "s2s": "S2S (real space)",
+    "f2f": "F2F (Fourier)",
+    "n2n": "N2N even/odd (cryoCARE-like)",
+}
+#: input kinds that need cet_monai.workflows.denoise_volume, and the method each uses
+DENOISER_KINDS = {"s2s": "real", "f2f": "fourier", "n2n": "n2n"}
+ALL_KINDS = tuple(KIND_LABELS)
+#: margin by which the raw input's Dice must beat an all-background prediction
+CONCLUSIVE_MARGIN = 0.1
+
+
+@dataclass
+class ExperimentSettings:
+    """Everything that defines one run of the experiment (written to ``experiment.json``).
+
+    Sizes: :data:`SIZES` (``"reduced"``: 2 CPU cores, ``"full"``: a GPU, ``"tiny"``: tests).
+    """
+
+    size: str = "reduced"
+    shape: Sequence[int] = (64, 128, 128)        # simulated tomograms (Z, Y, X), voxels
+    voxel_size: float = 10.0                     # angstrom
+    snr: float = 0.05
+    simulation_mode: str = "tilt_series"
+    n_train_tomograms: int = 4
+    patch_size: int = 48                         # training patch edge = inference window
+    n_patches: Sequence[int] = (4, 8, 16, 32)
+    seeds: Sequence[int] = (0, 1, 2)
+    kinds: Sequence[str] = ALL_KINDS
+    iterations: int = 200
+    batch_size: int = 2
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-5
+    features: Sequence[int] = (8, 16, 32, 64)     # DynUNet channels per level
+    architecture: str = "dynunet"
+    min_membrane_fraction: float = 0.02
+    patch_stride: int = 8                        # grid of candidate patch corners
+    surface_tolerance: float = 2.0               # voxels
+    overlap: float = 0.5                         # sliding-window overlap at test time
+    gaussian_sigmas: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0)
+    denoise_overrides: Mapping = field(default_factory=dict)  # passed to denoise_volume
+
+    def __post_init__(self):
+        self.shape = tuple(int(s) for s in self.shape)
+        self.n_patches = tuple(sorted(int(n) for n in self.n_patches))
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.kinds = tuple(str(k) for k in self.kinds)
+        self.features = tuple(int(f) for f in self.features)
+        self.gaussian_sigmas = tuple(float(s) for s in self.gaussian_sigmas)
+        self.denoise_overrides = dict(self.denoise_overrides)
+        unknown = [k for k in self.kinds if k not in KIND_LABELS]
+        if unknown:
+            raise CetMonaiError(f"unknown input kind(s) {unknown}; choose from {list(KIND_LABELS)}")
+        if not self.kinds or not self.n_patches or not self.seeds:
+            raise CetMonaiError("the experiment needs at least one input kind, one N and one seed")
+        if min(self.n_patches) < 1:
+            raise CetMonaiError(f"numbers of training patches must be >= 1, got {self.n_patches}")
+        if any(self.patch_size > s for s in self.shape):
+            raise CetMonaiError(f"patch_size {self.patch_size} does not fit the tomograms {self.shape}")
+        self.model_spec()  # validates patch size against the network
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(architecture=self.architecture, features=self.features, patch_size=(self.patch_size,) * 3)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    def simulation_seeds(self, seed: int) -> tuple[list[int], int]:
+        """(training tomogram seeds, test tomogram seed) of experiment seed ``seed``."""
+        return [1000 * seed + 1 + i for i in range(self.n_train_tomograms)], 1000 * seed + 999
+
+    def with_overrides(self, **changes) -> ExperimentSettings:
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+
+#: ``reduced``: minutes per training on 2 CPU cores; ``full``: the GPU version; ``tiny``: tests
+SIZES: dict[str, ExperimentSettings] = {
+    "reduced": ExperimentSettings(size="reduced", denoise_overrides={"iterations": 300}),
+    "full": ExperimentSettings(
+        size="full", shape=(128, 256, 256), n_train_tomograms=8, patch_size=64, seeds=(0, 1, 2, 3, 4),
+        iterations=3000, batch_size=8, features=(16, 32, 64, 128, 256), learning_rate=1e-3,
+    ),
+    "tiny": ExperimentSettings(
+        size="tiny", shape=(32, 32, 32), simulation_mode="fast", n_train_tomograms=1, patch_size=32,
+        n_patches=(1,), seeds=(0,), kinds=("raw",), iterations=2, batch_size=1, features=(4, 8, 16),
+        min_membrane_fraction=0.0, gaussian_sigmas=(1.0,), denoise_overrides={"iterations": 2},
+    ),
+}
+
+
+def experiment_settings(size: str = "reduced", kinds=None, n_patches=None, seeds=None, iterations=None,
+                        denoise_iterations=None) -> ExperimentSettings:
+    """The settings of a named size (:data:`SIZES`) with the command-line overrides applied
+    (``None`` keeps the size's value)."""
+    if size not in SIZES:
+        raise CetMonaiError(f"unknown experiment size {size!r}; choose one of {sorted(SIZES)}")
+    settings = SIZES[size]
+    overrides = {"kinds": kinds, "n_patches": n_patches, "seeds": seeds, "iterations": iterations}
+    if denoise_iterations is not None:
+        overrides["denoise_overrides"] = {**settings.denoise_overrides, "iterations": int(denoise_iterations)}
+    return settings.with_overrides(**overrides)
+
+
+# ----------------------------------------------------------------------------- input kinds
+
+
+def denoiser_status() -> tuple[bool, str]:
+    """``(available, reason)`` of :func:`cet_monai.workflows.denoise_volume`."""
+    try:
+        from cet_monai.workflows import denoise_volume  # noqa: F401
+    except Exception as err:  # ImportError, or an error inside a module still being written
+        return False, f"cet_monai.workflows.denoise_volume is not importable ({type(err).__name__}: {err})"
+    return True, ""
+
+
+class PrepareRaw:
+    """The noisy tomogram as it is."""
+
+    def __call__(self, sim) -> np.ndarray:
+        self.info = {}
+        return np.asarray(sim.noisy, dtype=np.float32)
+
+
+class PrepareGaussian:
+    """The best Gaussian filter by PSNR against the clean reconstruction (oracle sigma)."""
+
+    def __init__(self, sigmas: Sequence[float]):
+        self.sigmas = tuple(sigmas)
+
+    def __call__(self, sim) -> np.ndarray:
+        from cet_monai.metrics import best_gaussian
+
+        best = best_gaussian(sim.noisy, sim.clean, sigmas=self.sigmas)["psnr"]
+        self.info = {"sigma": best.sigma}
+        return best.filtered.astype(np.float32)
+
+
+class PrepareDenoised:
+    """A single-tomogram denoiser of this package (``cet_monai.workflows.denoise_volume``)."""
+
+    def __init__(self, method: str, seed: int = 0, overrides: Mapping | None = None):
+        self.method = method
+        self.seed = int(seed)
+        self.overrides = dict(overrides or {})
+
+    def __call__(self, sim) -> np.ndarray:
+        from cet_monai.workflows import denoise_volume
+
+        kwargs = dict(self.overrides)
+        if self.method == "n2n":
+            kwargs.update(even=sim.even, odd=sim.odd)
+        self.info = {"method": self.method, **{k: v for k, v in self.overrides.items() if np.isscalar(v)}}
+        out = denoise_volume(np.asarray(sim.noisy, dtype=np.float32), method=self.method, seed=self.seed, **kwargs)
+        return np.asarray(out, dtype=np.float32)
+
+
+def input_kinds(settings: ExperimentSettings | None = None, seed: int = 0) -> tuple[dict[str, Callable], dict[str, str]]:
+    """The input kinds as ``{name: prepare(sim) -> volume}``, and ``{name: why unavailable}``.
+
+    Only the kinds in ``settings.kinds`` are returned; the denoiser kinds are unavailable when
+    :func:`cet_monai.workflows.denoise_volume` cannot be imported.
+    """
+    settings = settings or SIZES["reduced"]
+    ok, reason = denoiser_status()
+    kinds: dict[str, Callable] = {}
+    unavailable: dict[str, str] = {}
+    for name in settings.kinds:
+        if name == "raw":
+            kinds[name] = PrepareRaw()
+        elif name == "gaussian":
+            kinds[name] = PrepareGaussian(settings.gaussian_sigmas)
+        elif ok:
+            kinds[name] = PrepareDenoised(DENOISER_KINDS[name], seed=seed, overrides=settings.denoise_overrides)
+        else:
+            unavailable[name] = reason
+    return kinds, unavailable
+
+
+# ----------------------------------------------------------------------------- patches and training
+
+
+def choose_patches(labels: Sequence[np.ndarray], count: int, patch_size: int, stride: int = 8,
+                   min_fraction: float = 0.02, seed: int = 0) -> list[tuple[int, int, int, int]]:
+    """``count`` patch corners ``(tomogram, z, y, x)``, round-robin over the tomograms.
+
+    Candidates are the corners on a grid of ``stride`` voxels whose cube holds at least
+    ``min_fraction`` membrane; each tomogram's candidates are shuffled with ``seed`` and used
+    without repetition (then with, if a tomogram runs out).
+    """
+    rng = np.random.default_rng(seed)
+    pools = []
+    for lab in labels:
+        lab = np.asarray(lab)
+        starts = [sorted(set(list(range(0, n - patch_size + 1, stride)) + [n - patch_size])) for n in lab.shape]
+        cands = []
+        for z in starts[0]:
+            for y in starts[1]:
+                for x in starts[2]:
+                    frac = float((lab[z:z + patch_size, y:y + patch_size, x:x + patch_size] == 1).mean())
+                    if frac >= min_fraction:
+                        cands.append((z, y, x))
+        if not cands:
+            raise CetMonaiError(f"no {patch_size}^3 patch with >= {min_fraction:.0%} membrane in a training tomogram")
+        pools.append([cands[i] for i in rng.permutation(len(cands))])
+    out = []
+    used = [0] * len(pools)
+    for i in range(count):
+        t = i % len(pools)
+        pool = pools[t]
+        corner = pool[used[t] % len(pool)]
+        used[t] += 1
+        out.append((t, *corner))
+    return out
+
+
+def _plain(x) -> torch.Tensor:
+    """A MONAI MetaTensor as a plain tensor: the network and loss then skip MetaTensor's
+    per-operation metadata handling (much slower on the CPU)."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+
+
+def train_on_patches(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], spec: ModelSpec, iterations: int,
+                     batch_size: int = 4, learning_rate: float = 2e-3, weight_decay: float = 1e-5, seed: int = 0,
+                     device=None, grad_clip: float = 1.0) -> torch.nn.Module:
+    """Train a fresh network on fixed (normalised) patches with the bundle's loss and augmentation.
+
+    Every iteration draws ``batch_size`` patches (seeded), flips / rotates them about Z
+    (:func:`~cet_monai.segmentation.augmentations`) and takes one AdamW step on
+    :class:`~cet_monai.segmentation.MaskedDiceCELoss`; the learning rate follows a cosine to
+    5 % of its start. Returns the network in eval mode.
+    """
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    network = spec.build().to(device)
+    aug = augmentations(keys=("image", "label"), patch_size=spec.patch_size)
+    aug.set_random_state(seed=seed)
+    loss_fn = MaskedDiceCELoss(num_classes=spec.num_classes, ignore_index=spec.ignore_index)
+    opt = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, iterations), eta_min=0.05 * learning_rate)
+    rng = np.random.default_rng(seed)
+    imgs = [torch.as_tensor(i, dtype=torch.float32)[None] for i in images]
+    labs = [torch.as_tensor(np.asarray(lab, dtype=np.uint8))[None] for lab in labels]
+    network.train()
+    for _ in range(int(iterations)):
+        idx = rng.choice(len(imgs), size=batch_size, replace=len(imgs) < batch_size)
+        xs, ys = [], []
+        for i in idx:
+            d = aug({"image": imgs[i], "label": labs[i]})
+            xs.append(_plain(d["image"]))
+            ys.append(_plain(d["label"]))
+        x = torch.stack(xs).to(device)
+        y = torch.stack(ys).to(device)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(network(x), y)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+        opt.step()
+        sched.step()
+    return network.eval()
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp.npy")
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+RUN_FIELDS = ["seed", "kind", "n_patches", "dice", "surface_dice", "background_dice", "train_seconds",
+              "test_membrane_fraction", "predicted_membrane_fraction"]
+INPUT_FIELDS = ["seed", "kind", "psnr", "ssim", "sigma", "prepare_seconds"]
+
+
+def _parse(key: str, value: str):
+    if key in ("seed", "n_patches"):
+        return int(value)
+    if key == "kind" or value == "":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV this module wrote, with numbers as numbers."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: _parse(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    _atomic_write_text(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+
+def _simulate(settings: ExperimentSettings, seed: int):
+    from cet_monai.data import simulate_tomogram
+
+    opts = dict(shape=settings.shape, voxel_size=settings.voxel_size, snr=settings.snr, mode=settings.simulation_mode)
+    train_seeds, test_seed = settings.simulation_seeds(seed)
+    train = [simulate_tomogram(**opts, seed=s) for s in train_seeds]
+    test = simulate_tomogram(**opts, seed=test_seed)
+    return train, test
+
+
+def _prepared(out: Path, seed: int, kind: str, index: str, prepare: Callable, sim) -> tuple[np.ndarray, dict, float]:
+    """A prepared volume, cached under ``out/cache`` (denoising is the expensive part)."""
+    path = out / "cache" / f"seed{seed}" / f"{kind}_{index}.npy"
+    meta_path = path.with_suffix(".json")
+    if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        return np.load(path), meta.get("info", {}), float(meta.get("seconds", 0.0))
+    t0 = time.perf_counter()
+    vol = prepare(sim)
+    seconds = time.perf_counter() - t0
+    info = dict(getattr(prepare, "info", {}) or {})
+    _atomic_save_npy(path, np.asarray(vol, dtype=np.float32))
+    _atomic_write_text(meta_path, json.dumps({"info": info, "seconds": seconds}))
+    return vol, info, seconds
+
+
+def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os.PathLike = "segmentation_effect",
+                   device=None, overwrite: bool = False, keep_cache: bool = True, log: Callable[[str], None] | None = None,
+                   threads: int | None = None) -> dict:
+    """Run (or resume) the experiment; write ``runs.csv``, ``inputs.csv``, ``summary.csv``,
+    ``summary.md``, ``dice_vs_patches.png`` and ``experiment.json`` into ``out``.
+
+    Args:
+        settings: an :class:`ExperimentSettings` or the name of one of :data:`SIZES`.
+        out: output folder. If it holds a run with other settings, it is refused unless
+            ``overwrite`` (which discards the old results).
+        device: torch device for the segmentation networks (default: CUDA when available).
+        keep_cache: keep the prepared volumes (``out/cache``) after the run.
+        log: progress messages go here (default: the module logger).
+        threads: ``torch.set_num_threads`` for the run (restored afterwards). On a CPU shared with
+            other jobs, 1 thread is several times faster than 2 (no OpenMP oversubscription).
+
+    Returns:
+        ``{"settings", "runs", "inputs", "summary", "tables" (Markdown), "unavailable",
+        "verdict", "seconds", "paths"}``.
+    """
+    if threads is not None:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(int(threads))
+        try:
+            return run_experiment(settings, out, device, overwrite, keep_cache, log, None)
+        finally:
+            torch.set_num_threads(previous)
+    if isinstance(settings, str):
+        if settings not in SIZES:
+            raise CetMonaiError(f"unknown experiment size {settings!r}; choose one of {sorted(SIZES)}")
+        settings = SIZES[settings]
+    say = log or logger.info
+    out = Path(out)
+    t_start = time.perf_counter()
+    config_path = out / "experiment.json"
+    runs_path, inputs_path = out / "runs.csv", out / "inputs.csv"
+    if config_path.exists():
+        old = json.loads(config_path.read_text()).get("settings")
+        if old != settings.to_dict():
+            if not overwrite:
+                raise CetMonaiError(f"{out}: holds an experiment with other settings; choose another --out "
+                                    "or pass overwrite=True to discard it")
+            for p in (runs_path, inputs_path):
+                if p.exists():
+                    p.unlink()
+            import shutil
+
+            shutil.rmtree(out / "cache", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(config_path, json.dumps({"settings": settings.to_dict(), "status": "running"}, indent=2) + "\n")
+
+    runs = _read_csv(runs_path)
+    inputs = _read_csv(inputs_path)
+    done = {(int(r["seed"]), r["kind"], int(r["n_patches"])) for r in runs}
+    done_inputs = {(int(r["seed"]), r["kind"]) for r in inputs}
+    spec = settings.model_spec()
+    unavailable: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for seed in settings.seeds:
+        kinds, unav = input_kinds(settings, seed)
+        unavailable.update(unav)
+        todo = [(k, n) for k in kinds for n in settings.n_patches if (seed, k, n) not in done and k not in failed]
+        if not todo and all((seed, k) in done_inputs for k in kinds if k not in failed):
+            continue
+        t0 = time.perf_counter()
+        train_sims, test_sim = _simulate(settings, seed)
+        say(f"seed {seed}: simulated {len(train_sims)} training + 1 test tomograms {settings.shape} "
+            f"in {time.perf_counter() - t0:.1f} s")
+        corners = choose_patches([s.labels for s in train_sims], max(settings.n_patches), settings.patch_size,
+                                 settings.patch_stride, settings.min_membrane_fraction, seed=seed)
+        label_patches = cut_patches_multi([s.labels for s in train_sims], corners, settings.patch_size)
+        for kind, prepare in kinds.items():
+            if kind in failed:
+                continue
+            try:
+                test_vol, info, seconds = _prepared(out, seed, kind, "test", prepare, test_sim)
+                train_vols = [_prepared(out, seed, kind, f"train{i}", prepare, s)[0] for i, s in enumerate(train_sims)]
+            except Exception as err:  # a denoiser that fails must not take the other kinds down
+                failed[kind] = f"{type(err).__name__}: {err}"
+                say(f"seed {seed}: input kind {kind} failed ({failed[kind]}); skipping it")
+                logger.debug("input kind %s failed", kind, exc_info=True)
+                continue
+            if (seed, kind) not in done_inputs:
+                from cet_monai.metrics import quality
+
+                q = quality(test_vol, test_sim.clean)
+                row = {"seed": seed, "kind": kind, "psnr": q["psnr"], "ssim": q["ssim"],
+                       "sigma": info.get("sigma", ""), "prepare_seconds": seconds}
+                inputs.append(row)
+                done_inputs.add((seed, kind))
+                _write_csv(inputs_path, inputs, INPUT_FIELDS)
+                say(f"seed {seed}: {kind} test input PSNR {q['psnr']:.2f} dB, SSIM {q['ssim']:.3f}"
+                    + (f" (sigma {info['sigma']})" if "sigma" in info else ""))
+            test_norm = TomogramNormalizer(*spec.percentiles).fit_transform(test_vol).astype(np.float32)
+            train_norm = [TomogramNormalizer(*spec.percentiles).fit_transform(v).astype(np.float32) for v in train_vols]
+            image_patches = cut_patches_multi(train_norm, corners, settings.patch_size)
+            for n in settings.n_patches:
+                if (seed, kind, n) in done:
+                    continue
+                t1 = time.perf_counter()
+                net = train_on_patches(image_patches[:n], label_patches[:n], spec, settings.iterations,
+                                       settings.batch_size, settings.learning_rate, settings.weight_decay,
+                                       seed=1000 * seed + n, device=device)
+                train_seconds = time.perf_counter() - t1
+                prob = predict_probability(test_norm, net, roi_size=spec.patch_size, overlap=settings.overlap,
+                                           sw_batch_size=4)
+                pred = (prob > 0.5).astype(np.uint8)
+                scores = segmentation_scores(pred, test_sim.labels, settings.surface_tolerance, spec.ignore_index)
+                row = {"seed": seed, "kind": kind, "n_patches": n, **scores,
+                       "background_dice": dice_score(np.zeros_like(pred), test_sim.labels, spec.ignore_index),
+                       "train_seconds": train_seconds,
+                       "test_membrane_fraction": float((test_sim.labels == 1).mean()),
+                       "predicted_membrane_fraction": float(pred.mean())}
+                runs.append(row)
+                done.add((seed, kind, n))
+                _write_csv(runs_path, runs, RUN_FIELDS)
+                say(f"seed {seed}: {kind:8s} N={n:3d}  Dice {scores['dice']:.3f}  surface Dice "
+                    f"{scores['surface_dice']:.3f}  ({train_seconds:.0f} s training)")
+                if seed == settings.seeds[0] and n == max(settings.n_patches):
+                    _save_example(out / f"example_seed{seed}_{kind}.png", test_vol, prob, test_sim.labels,
+                                  settings.voxel_size, f"{KIND_LABELS[kind]}, N={n}, seed {seed}: Dice {scores['dice']:.3f}")
+    summary = summarize(runs, inputs)
+    verdict = conclusiveness(summary, settings)
+    tables = format_tables(summary, settings, unavailable={**unavailable, **failed}, verdict=verdict)
+    _write_csv(out / "summary.csv", summary["rows"], SUMMARY_FIELDS)
+    _atomic_write_text(out / "summary.md", tables)
+    paths = {"runs": runs_path, "inputs": inputs_path, "summary_csv": out / "summary.csv",
+             "summary_md": out / "summary.md", "config": config_path}
+    if summary["rows"]:
+        paths["plot"] = plot_dice(summary, out / "dice_vs_patches.png", settings)
+    seconds = time.perf_counter() - t_start
+    _atomic_write_text(config_path, json.dumps({
+        "settings": settings.to_dict(), "status": "finished", "unavailable": unavailable, "failed": failed,
+        "verdict": verdict, "seconds_this_session": seconds,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device or ("cuda" if torch.cuda.is_available() else "cpu")),
+    }, indent=2, default=str) + "\n")
+    if not keep_cache:
+        import shutil
+
+        shutil.rmtree(out / "cache", ignore_errors=True)
+    return {"settings": settings, "runs": runs, "inputs": inputs, "summary": summary, "tables": tables,
+            "unavailable": {**unavailable, **failed}, "verdict": verdict, "seconds": seconds, "paths": paths}
+
+
+def cut_patches_multi(volumes: Sequence[np.ndarray], corners, patch_size: int) -> list[np.ndarray]:
+    """Patches ``(tomogram, z, y, x)`` cut from a list of volumes."""
+    p = patch_size
+    return [np.ascontiguousarray(np.asarray(volumes[t])[z:z + p, y:y + p, x:x + p]) for (t, z, y, x) in corners]
+
+
+def _save_example(path: Path, volume, prob, labels, voxel_size, title):
+    from cet_monai.visualize import save_orthoslices
+
+    save_orthoslices(path, {"input": volume, "membrane probability": prob,
+                            "prediction": (prob > 0.5).astype(np.uint8), "ground truth": np.asarray(labels, np.uint8)},
+                     voxel_size=voxel_size, title=title)
+
+
+# ----------------------------------------------------------------------------- reporting
+
+SUMMARY_FIELDS = ["kind", "n_patches", "seeds", "dice_mean", "dice_std", "surface_dice_mean", "surface_dice_std",
+                  "background_dice", "all_membrane_dice", "train_seconds_mean"]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return math.nan, math.nan
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def summarize(runs: list[dict], inputs: list[dict]) -> dict:
+    """Mean and sample standard deviation over seeds, per (kind, N) and per kind for the inputs."""
+    rows = []
+    keys = sorted({(r["kind"], int(r["n_patches"])) for r in runs}, key=lambda k: (ALL_KINDS.index(k[0]) if k[0] in ALL_KINDS else 99, k[1]))
+    for kind, n in keys:
+        sel = [r for r in runs if r["kind"] == kind and int(r["n_patches"]) == n]
+        dm, ds = _mean_std([float(r["dice"]) for r in sel])
+        sm, ss = _mean_std([float(r["surface_dice"]) for r in sel])
+        bg, _ = _mean_std([float(r["background_dice"]) for r in sel])
+        tm, _ = _mean_std([float(r["train_seconds"]) for r in sel])
+        fg = [2 * p / (1 + p) for p in (float(r["test_membrane_fraction"]) for r in sel)]
+        rows.append({"kind": kind, "n_patches": n, "seeds": len(sel), "dice_mean": dm, "dice_std": ds,
+                     "surface_dice_mean": sm, "surface_dice_std": ss, "background_dice": bg,
+                     "all_membrane_dice": _mean_std(fg)[0], "train_seconds_mean": tm})
+    inp = []
+    for kind in sorted({r["kind"] for r in inputs}, key=lambda k: ALL_KINDS.index(k) if k in ALL_KINDS else 99):
+        sel = [r for r in inputs if r["kind"] == kind]
+        pm, ps = _mean_std([float(r["psnr"]) for r in sel])
+        qm, qs = _mean_std([float(r["ssim"]) for r in sel])
+        sig = [float(r["sigma"]) for r in sel if str(r.get("sigma", "")) not in ("", "None")]
+        inp.append({"kind": kind, "seeds": len(sel), "psnr_mean": pm, "psnr_std": ps, "ssim_mean": qm, "ssim_std": qs,
+                    "sigmas": sig})
+    return {"rows": rows, "inputs": inp}
+
+
+def conclusiveness(summary: dict, settings: ExperimentSettings) -> dict:
+    """Per N: is the raw input's mean Dice at least :data:`CONCLUSIVE_MARGIN` above an
+    all-background prediction's? ``{"per_n": {N: bool}, "conclusive": any, "text": ...}``."""
+    per_n = {}
+    for r in summary["rows"]:
+        if r["kind"] == "raw":
+            per_n[r["n_patches"]] = bool(r["dice_mean"] - r["background_dice"] >= CONCLUSIVE_MARGIN)
+    if not per_n:
+        text = "inconclusive: no raw-input runs (the raw baseline decides whether the comparison means anything)"
+        return {"per_n": {}, "conclusive": False, "text": text}
+    bad = [n for n, ok in per_n.items() if not ok]
+    if len(bad) == len(per_n):
+        text = (f"inconclusive: the raw-input Dice never beats an all-background prediction by {CONCLUSIVE_MARGIN} "
+                "(the segmentation network learned too little to compare inputs)")
+    elif bad:
+        text = f"inconclusive for N = {', '.join(map(str, bad))} (raw-input Dice within {CONCLUSIVE_MARGIN} of all-background); conclusive for the others"
+    else:
+        text = f"conclusive: the raw-input Dice beats an all-background prediction by more than {CONCLUSIVE_MARGIN} at every N"
+    return {"per_n": per_n, "conclusive": not bad, "text": text}
+
+
+def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapping | None = None,
+                  verdict: dict | None = None) -> str:
+    """Markdown: Dice and surface Dice (mean +- std over seeds) per input kind and N, the
+    prepared inputs' PSNR/SSIM, the verdict and what was not run."""
+    verdict = verdict or conclusiveness(summary, settings)
+    ns = sorted({r["n_patches"] for r in summary["rows"]})
+    kinds = [k for k in ALL_KINDS if any(r["kind"] == k for r in summary["rows"])]
+    cell = {(r["kind"], r["n_patches"]): r for r in summary["rows"]}
+    lines = [f"Settings: size `{settings.size}`, tomograms {'x'.join(map(str, settings.shape))} voxels of "
+             f"{settings.voxel_size:g} A, SNR {settings.snr:g} ({settings.simulation_mode}), "
+             f"{settings.n_train_tomograms} training tomograms + 1 test tomogram per seed, patches "
+             f"{settings.patch_size}^3, {settings.iterations} iterations x batch {settings.batch_size}, "
+             f"DynUNet {list(settings.features)}, seeds {list(settings.seeds)}; mean +- std over seeds.", ""]
+    lines.append(f"**Verdict:** {verdict['text']}.")
+    lines.append("")
+    for metric, title in (("dice", "Test Dice"), ("surface_dice", f"Test surface Dice (tolerance {settings.surface_tolerance:g} voxels)")):
+        head = ["input"] + [f"N={n}" + ("" if verdict["per_n"].get(n, True) else " (inconclusive)") for n in ns]
+        lines += [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for k in kinds:
+            vals = []
+            for n in ns:
+                r = cell.get((k, n))
+                vals.append("" if r is None else f"{r[metric + '_mean']:.3f} +- {r[metric + '_std']:.3f}")
+            lines.append(f"| {KIND_LABELS[k]} | " + " | ".join(vals) + " |")
+        if metric == "dice" and summary["rows"]:
+            bg = summary["rows"][0]["background_dice"]
+            fg = summary["rows"][0]["all_membrane_dice"]
+            lines.append("| all background | " + " | ".join(f"{bg:.3f}" for _ in ns) + " |")
+            lines.append("| all membrane (for scale) | " + " | ".join(f"{fg:.3f}" for _ in ns) + " |")
+        lines.append("")
+    if summary["inputs"]:
+        lines += ["### Prepared test inputs against the clean reconstruction", "",
+                  "| input | PSNR (dB) | SSIM | note |", "|---|---|---|---|"]
+        for r in summary["inputs"]:
+            note = f"sigma {', '.join(f'{s:g}' for s in r['sigmas'])} voxels" if r["sigmas"] else ""
+            lines.append(f"| {KIND_LABELS.get(r['kind'], r['kind'])} | {r['psnr_mean']:.2f} +- {r['psnr_std']:.2f} | "
+                         f"{r['ssim_mean']:.3f} +- {r['ssim_std']:.3f} | {note} |")
+        lines.append("")
+    if unavailable:
+        lines += ["Not run:", ""] + [f"* {KIND_LABELS.get(k, k)}: {v}" for k, v in unavailable.items()] + [""]
+    return "\n".join(lines)
+
+
+def plot_dice(summary: dict, path, settings: ExperimentSettings | None = None) -> Path:
+    """PNG: Dice and surface Dice against N (log2 axis), one line per input kind, error bars = std."""
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fig = Figure(figsize=(10, 4), dpi=110)
+    axes = fig.subplots(1, 2)
+    for ax, metric, title in ((axes[0], "dice", "test Dice"), (axes[1], "surface_dice", "test surface Dice")):
+        for kind in ALL_KINDS:
+            rows = sorted((r for r in summary["rows"] if r["kind"] == kind), key=lambda r: r["n_patches"])
+            if not rows:
+                continue
+            ax.errorbar([r["n_patches"] for r in rows], [r[metric + "_mean"] for r in rows],
+                        yerr=[r[metric + "_std"] for r in rows], marker="o", capsize=3, label=KIND_LABELS[kind])
+        ax.set_xscale("log", base=2)
+        ns = sorted({r["n_patches"] for r in summary["rows"]})
+        ax.set_xticks(ns)
+        ax.set_xticklabels([str(n) for n in ns])
+        ax.set_xlabel("training patches N")
+        ax.set_ylabel(title)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    if settings is not None:
+        fig.suptitle(f"membrane segmentation vs training patches ({settings.size}: {settings.patch_size}^3 patches, "
+                     f"{settings.iterations} iterations, {len(settings.seeds)} seed(s))", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

@@ -1,0 +1,296 @@
+"""Tests of membrane segmentation (cet_monai.segmentation) and its bundle.
+
+Tiny volumes and a few iterations keep the whole file under a minute on two shared cores.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cet_monai.errors import CetMonaiError, OutputExistsError, TomogramError
+from cet_monai.io import VolumeHeader, read_volume, write_volume
+from cet_monai.segmentation import (
+    MaskedDiceCELoss,
+    ModelSpec,
+    SegmentationData,
+    SegmentationMetricInputsd,
+    augmentations,
+    check_labels,
+    dice_score,
+    load_checkpoint,
+    segment,
+    surface_dice_score,
+)
+from cet_monai.segmentation import experiment as exp
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "membrane_segmentation"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a 2-core machine shared with other jobs, 2 threads oversubscribe
+    the cores and the tiny trainings below run several times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _logits_and_labels(seed=0, shape=(2, 2, 8, 10, 12)):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(shape, generator=g)
+    labels = torch.randint(0, 2, (shape[0], 1, *shape[2:]), generator=g)
+    unknown = torch.rand((shape[0], 1, *shape[2:]), generator=g) < 0.3
+    labels[unknown] = 2
+    return logits, labels
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def test_loss_ignores_unknown_voxels():
+    loss = MaskedDiceCELoss(ignore_index=2)
+    logits, labels = _logits_and_labels()
+    ignored = (labels == 2).expand_as(logits)
+    base = loss(logits, labels)
+
+    changed = logits.clone()
+    changed[ignored] = 20 * torch.randn(int(ignored.sum()))  # anything at all on unknown voxels
+    assert loss(changed, labels).item() == pytest.approx(base.item(), abs=1e-6)
+
+    elsewhere = logits.clone()
+    elsewhere[~ignored] += torch.randn(int((~ignored).sum()))
+    assert abs(loss(elsewhere, labels).item() - base.item()) > 1e-3
+
+    x = logits.clone().requires_grad_()
+    loss(x, labels).backward()
+    assert torch.count_nonzero(x.grad[ignored]) == 0
+    assert torch.count_nonzero(x.grad[~ignored]) > 0
+
+
+def test_loss_equals_monai_dice_ce_without_unknown_voxels():
+    from monai.losses import DiceCELoss
+
+    logits, labels = _logits_and_labels(seed=1)
+    labels[labels == 2] = 1
+    ours = MaskedDiceCELoss(ignore_index=2, include_background=False, batch=True)(logits, labels)
+    ref = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)(logits, labels)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_loss_edge_cases():
+    logits, labels = _logits_and_labels(seed=2)
+    x = logits.clone().requires_grad_()
+    zero = MaskedDiceCELoss()(x, torch.full_like(labels, 2))
+    zero.backward()
+    assert zero.item() == 0.0 and torch.isfinite(x.grad).all()
+    with pytest.raises(ValueError, match="neither classes"):
+        MaskedDiceCELoss(ignore_index=None)(logits, labels)  # 2 is then an invalid class
+    with pytest.raises(ValueError):
+        MaskedDiceCELoss(num_classes=3, ignore_index=2)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _membrane_labels(shape=(16, 24, 24)):
+    lab = np.zeros(shape, np.uint8)
+    lab[6:9] = 1
+    lab[:, 10:12, :] = 1
+    return lab
+
+
+def test_dice_perfect_empty_and_ignored():
+    lab = _membrane_labels()
+    assert dice_score(lab, lab) == pytest.approx(1.0)
+    assert dice_score(np.zeros_like(lab), lab) == 0.0
+    assert surface_dice_score(lab, lab, tolerance=1) == pytest.approx(1.0)
+    assert surface_dice_score(np.zeros_like(lab), lab, tolerance=1) == 0.0
+    half = lab.copy()
+    half[:, :, 12:] = 0
+    assert 0.3 < dice_score(half, lab) < 0.8
+    # errors on unknown voxels do not count
+    with_unknown = lab.copy()
+    with_unknown[:, :, 12:] = 2
+    assert dice_score(half, with_unknown) == pytest.approx(1.0)
+    assert dice_score(1 - half, with_unknown) < 0.5
+
+
+def test_metric_postprocessing_matches_dice_score():
+    from monai.metrics import DiceMetric
+
+    lab = _membrane_labels()
+    lab[:4] = 2
+    pred = _membrane_labels()
+    pred[:, :, :5] = 0
+    logits = torch.stack([torch.as_tensor(1.0 - pred), torch.as_tensor(pred * 1.0)])
+    d = SegmentationMetricInputsd(num_classes=2, ignore_index=2)({"pred": logits, "label": torch.as_tensor(lab)[None]})
+    value = DiceMetric(include_background=False)(d["pred"][None], d["label"][None]).item()
+    assert value == pytest.approx(dice_score(pred, lab), abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_label_checks_and_pairs(tmp_path):
+    assert check_labels(np.array([0, 1, 2]), ignore_index=2).dtype == np.uint8
+    with pytest.raises(TomogramError, match=r"\[3\]"):
+        check_labels(np.array([0, 1, 3]))
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(16, 40, 40)).astype(np.float32)
+    write_volume(tmp_path / "t.mrc", img, voxel_size=10)
+    write_volume(tmp_path / "l.mrc", _membrane_labels((16, 40, 40)), dtype="int8")
+    write_volume(tmp_path / "bad.mrc", _membrane_labels((16, 40, 32)), dtype="int8")
+    data = SegmentationData(pairs=[{"image": tmp_path / "t.mrc", "label": tmp_path / "l.mrc"}], patch_size=(16, 16, 16))
+    assert data.hold_out and len(data.validation_items()) == 1
+    assert data.validation_items()[0]["image"].shape == (1, 16, 5, 40)
+    assert data.train[0][0].shape == (1, 16, 35, 40)
+    assert abs(float(data.train[0][0].mean())) < 0.2  # whole-tomogram normalisation
+    with pytest.raises(TomogramError, match="shape"):
+        SegmentationData(pairs=[{"image": tmp_path / "t.mrc", "label": tmp_path / "bad.mrc"}], patch_size=(16, 16, 16))
+
+
+def test_augmentations_keep_the_wedge_axis():
+    # a volume that varies only along Z stays so: flips, and rotations only about Z
+    z_profile = torch.arange(8.0)[:, None, None].expand(8, 12, 12)[None].clone()
+    aug = augmentations(keys=("image",), patch_size=(8, 12, 12), flip_prob=0.5, rotate_prob=1.0)
+    aug.set_random_state(seed=0)
+    for _ in range(10):
+        out = torch.as_tensor(aug({"image": z_profile})["image"])
+        assert out.shape == z_profile.shape
+        assert torch.equal(out, out[:, :, :1, :1].expand_as(out))  # constant in Y and X
+
+
+def test_choose_patches_nested_and_on_membrane():
+    labs = [_membrane_labels((32, 48, 48)), _membrane_labels((32, 48, 48))]
+    corners = exp.choose_patches(labs, 6, 16, stride=8, min_fraction=0.05, seed=3)
+    assert [c[0] for c in corners] == [0, 1, 0, 1, 0, 1]
+    for t, z, y, x in corners:
+        assert (labs[t][z:z + 16, y:y + 16, x:x + 16] == 1).mean() >= 0.05
+    assert exp.choose_patches(labs, 3, 16, stride=8, min_fraction=0.05, seed=3) == corners[:3]
+
+
+# ----------------------------------------------------------------------------- segment()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    spec = ModelSpec(features=(4, 8, 16), patch_size=(16, 16, 16))
+    torch.manual_seed(0)
+    net = spec.build()
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    torch.save({"network": net.state_dict(), "model_spec": spec.state_dict()}, path)
+    return path
+
+
+def test_segment_keeps_header_and_refuses_overwrite(tmp_path, tiny_checkpoint):
+    rng = np.random.default_rng(1)
+    header = VolumeHeader(voxel_size=(10.0, 11.0, 12.5), origin=(100.0, -20.0, 3.5))
+    src = write_volume(tmp_path / "tomo.mrc", rng.normal(size=(20, 24, 28)).astype(np.float32), header=header)
+    out, prob = tmp_path / "labels.mrc", tmp_path / "prob.mrc"
+    res = segment(src, out, tiny_checkpoint, probability_path=prob, device="cpu")
+    labels, h = read_volume(out)
+    p, hp = read_volume(prob)
+    assert labels.dtype == np.int8 and labels.shape == (20, 24, 28)
+    assert set(np.unique(labels)) <= {0, 1}
+    for hh in (h, hp):
+        assert hh.voxel_size == pytest.approx(header.voxel_size) and hh.origin == pytest.approx(header.origin)
+    assert p.min() >= 0 and p.max() <= 1
+    np.testing.assert_array_equal(labels, (p > 0.5).astype(np.int8))
+    assert res["membrane_fraction"] == pytest.approx(labels.mean())
+    with pytest.raises(OutputExistsError):
+        segment(src, out, tiny_checkpoint, device="cpu")
+    with pytest.raises(OutputExistsError):
+        segment(src, src, tiny_checkpoint, device="cpu")
+    segment(src, tmp_path / "labels.nii.gz", tiny_checkpoint, device="cpu")  # other formats keep the header too
+    assert read_volume(tmp_path / "labels.nii.gz")[1].voxel_size == pytest.approx(header.voxel_size)
+    with pytest.raises(TomogramError, match="not found"):
+        segment(src, tmp_path / "x.mrc", tmp_path / "missing.pt")
+
+
+# ----------------------------------------------------------------------------- the bundle
+
+
+def _workflow(config, workflow_type, **overrides):
+    from monai.bundle import ConfigWorkflow
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ConfigWorkflow(
+            config_file=str(BUNDLE / "configs" / config),
+            meta_file=str(BUNDLE / "configs" / "metadata.json"),
+            logging_file=str(BUNDLE / "configs" / "logging.conf"),
+            workflow_type=workflow_type,
+            bundle_root=str(BUNDLE),
+            **overrides,
+        )
+
+
+def test_bundle_trains_and_segments_end_to_end(tmp_path):
+    run_dir = tmp_path / "run"
+    wf = _workflow(
+        "train.yaml", "train", output_dir=str(run_dir), iterations=2, epoch_length=1, val_interval=1,
+        batch_size=1, patches_per_item=1, patch_size=[16, 16, 16], progress=False,
+        simulation={"shape": [16, 32, 32], "mode": "fast", "snr": 0.05},
+    )
+    wf.initialize()
+    assert wf.check_properties() == []
+    wf.run()
+    wf.finalize()
+    for name in ("model.pt", "model_best.pt", "checkpoint_final_iteration=2.pt"):
+        assert (run_dir / name).is_file(), name
+    state, spec = load_checkpoint(run_dir / "checkpoint_final_iteration=2.pt")  # full checkpoint, weights_only
+    assert spec.patch_size == (16, 16, 16) and state
+
+    header = VolumeHeader(voxel_size=(7.0, 8.0, 9.0), origin=(1.0, 2.0, 3.0))
+    src = write_volume(tmp_path / "t.mrc", np.random.default_rng(0).normal(size=(16, 24, 24)).astype(np.float32), header=header)
+    inf = _workflow("inference.yaml", "infer", input=str(src), checkpoint=str(run_dir / "model.pt"),
+                    output=str(tmp_path / "seg"), probability_output=str(tmp_path / "seg"))
+    inf.initialize()
+    assert inf.check_properties() == []
+    inf.run()
+    inf.finalize()
+    labels, h = read_volume(tmp_path / "seg" / "t_membranes.mrc")
+    assert labels.dtype == np.int8 and h.voxel_size == pytest.approx(header.voxel_size) and h.origin == pytest.approx(header.origin)
+    prob, _ = read_volume(tmp_path / "seg" / "t_membrane_probability.mrc")
+    np.testing.assert_array_equal(labels, (prob > 0.5).astype(np.int8))
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+
+def test_experiment_runs_end_to_end_at_tiny_size(tmp_path, monkeypatch):
+    settings = exp.SIZES["tiny"]
+    assert settings.shape == (32, 32, 32) and settings.kinds == ("raw",)
+    res = exp.run_experiment(settings, tmp_path / "e", device="cpu")
+    for name in ("runs.csv", "inputs.csv", "summary.csv", "summary.md", "dice_vs_patches.png", "experiment.json"):
+        assert (tmp_path / "e" / name).is_file(), name
+    assert len(res["runs"]) == 1 and res["runs"][0]["kind"] == "raw"
+    assert 0.0 <= float(res["runs"][0]["dice"]) <= 1.0
+    assert "| raw |" in res["tables"] and "Verdict" in res["tables"]
+    again = exp.run_experiment(settings, tmp_path / "e", device="cpu")  # resumes: nothing left to do
+    assert again["runs"] == res["runs"]
+    with pytest.raises(CetMonaiError, match="other settings"):
+        exp.run_experiment(settings.with_overrides(iterations=3), tmp_path / "e")
+
+    monkeypatch.setattr(exp, "denoiser_status", lambda: (False, "not importable"))
+    kinds, unavailable = exp.input_kinds(settings.with_overrides(kinds=("raw", "gaussian", "f2f", "n2n")))
+    assert list(kinds) == ["raw", "gaussian"] and set(unavailable) == {"f2f", "n2n"}
+
+
+def test_inconclusive_when_raw_is_no_better_than_background():
+    settings = exp.SIZES["tiny"]
+    runs = [{"seed": s, "kind": k, "n_patches": 4, "dice": d, "surface_dice": d, "background_dice": 0.0, "train_seconds": 1,
+             "test_membrane_fraction": 0.1}
+            for s in (0, 1, 2) for k, d in (("raw", 0.05), ("gaussian", 0.6))]
+    summary = exp.summarize(runs, [])
+    verdict = exp.conclusiveness(summary, settings)
+    assert not verdict["conclusive"] and verdict["text"].startswith("inconclusive")
+    assert "inconclusive" in exp.format_tables(summary, settings, verdict=verdict)
+    runs = [dict(r, dice=0.4) if r["kind"] == "raw" else r for r in runs]
+    assert exp.conclusiveness(exp.summarize(runs, []), settings)["conclusive"]
