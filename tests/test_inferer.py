@@ -118,3 +118,45 @@ def test_other_errors_are_not_swallowed():
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         MCDropoutInferer(roi_size=8, passes=1)(torch.randn(1, 1, 8, 8, 8), Broken())
+
+
+class ConstantOutput(nn.Module):
+    """Ignores its input and returns the matching crop of a fixed volume (through sliding windows:
+    the window's position is recovered from a coordinate channel-free trick: we return a constant)."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.full_like(x, self.value) + 0 * self.dummy
+
+
+def test_whole_tomogram_split_merges_per_frequency():
+    from cet_monai.inferers import FourierSplitInferer, IdentitySampler
+    from cet_monai.transforms.fourier import split_scales
+
+    x = torch.randn(1, 1, 16, 16, 16)
+    window = MCDropoutInferer(roi_size=16, sampler=IdentitySampler(), passes=0)
+    # a constant prediction lives on the DC coefficient only, which keep_dc leaves unscaled
+    out = FourierSplitInferer(window, num_versions=3, seed=0)(x, ConstantOutput(2.5))
+    torch.testing.assert_close(out, torch.full_like(x, 2.5), rtol=1e-4, atol=1e-4)
+    # an identity network: each prediction is its own input, which holds nothing on the
+    # coefficients it did not see; only coefficients every input saw (about 1/2**K of them,
+    # where the plain mean is the fallback) and the mean survive the merge
+    ident = nn.Conv3d(1, 1, 1, bias=False)
+    with torch.no_grad():
+        ident.weight.fill_(1.0)
+    merged = FourierSplitInferer(window, num_versions=6, seed=1)(x, ident)
+    plain = FourierSplitInferer(window, num_versions=6, seed=1, restrict=False)(x, ident)
+    assert float(merged.mean()) == pytest.approx(float(x.mean()), abs=1e-5)
+    assert float(merged.var()) < 0.1 * float(plain.var())
+    assert split_scales(0.5, "energy")[1] == pytest.approx(2**0.5)
+
+
+def test_whole_tomogram_split_needs_identity_windows():
+    from cet_monai.inferers import FourierSplitInferer
+
+    with pytest.raises(ValueError, match="IdentitySampler"):
+        FourierSplitInferer(MCDropoutInferer(roi_size=8, sampler=ScaledCopies()))

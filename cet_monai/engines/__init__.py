@@ -5,7 +5,7 @@ from __future__ import annotations
 from monai.data import list_data_collate
 
 from .validation import NegatedLoss
-from .recipe import Recipe, load_recipe, network_from_recipe, sampler_from_recipe
+from .recipe import Recipe, inferer_from_recipe, load_recipe, network_from_recipe, sampler_from_recipe
 from .data import LoadTomogramd, SaveTomogramd, TomogramSource, default_output_name
 from .handlers import (
     EarlyStopOnValidation,
@@ -46,6 +46,7 @@ def collate_single(batch: list) -> dict:
 
 __all__ = [
     "Recipe",
+    "inferer_from_recipe",
     "load_recipe",
     "network_from_recipe",
     "sampler_from_recipe",

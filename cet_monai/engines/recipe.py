@@ -17,7 +17,7 @@ import torch
 
 from cet_monai.errors import CetMonaiError
 
-__all__ = ["Recipe", "load_recipe", "network_from_recipe", "sampler_from_recipe"]
+__all__ = ["Recipe", "load_recipe", "network_from_recipe", "sampler_from_recipe", "inferer_from_recipe"]
 
 
 def _qualname(obj) -> str:
@@ -41,11 +41,15 @@ class Recipe:
         patch_size: training patch size (Z, Y, X); the default inference window.
         passes: default dropout passes T at inference.
         method: ``"fourier"`` or ``"real"``, for the record.
+        whole_tomogram_split: for networks trained on whole-tomogram splits, the
+            :class:`~cet_monai.inferers.FourierSplitInferer` (its ``config`` is saved) that
+            inference must use; ``None`` for per-window versions.
     """
 
-    def __init__(self, network, sampler, patch_size: Sequence[int], passes: int, method: str) -> None:
+    def __init__(self, network, sampler, patch_size: Sequence[int], passes: int, method: str, whole_tomogram_split=None) -> None:
         self.network = network
         self.sampler = sampler
+        self.whole_tomogram_split = whole_tomogram_split
         self.patch_size = [int(p) for p in patch_size]
         self.passes = int(passes)
         self.method = method
@@ -59,6 +63,7 @@ class Recipe:
             "patch_size": self.patch_size,
             "passes": self.passes,
             "method": self.method,
+            "whole_tomogram_split": dict(self.whole_tomogram_split.config) if self.whole_tomogram_split is not None else None,
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -96,3 +101,34 @@ def sampler_from_recipe(recipe: Mapping, num_versions: int | None = None):
     if num_versions is not None and "num_versions" in args:
         args["num_versions"] = int(num_versions)
     return _locate(recipe["sampler_class"])(**args)
+
+
+def inferer_from_recipe(
+    recipe: Mapping,
+    versions: int | None = None,
+    passes: int | None = None,
+    overlap: float = 0.5,
+    sw_batch_size: int = 2,
+    return_std: bool = False,
+    sw_device=None,
+    device=None,
+    progress: bool = False,
+    seed: int = 0,
+):
+    """The whole-tomogram inferer the recipe's method needs (``versions``/``passes``: K/T overrides)."""
+    from cet_monai.inferers import FourierSplitInferer, IdentitySampler, MCDropoutInferer
+
+    split = recipe.get("whole_tomogram_split")
+    window = MCDropoutInferer(
+        roi_size=recipe["patch_size"],
+        sampler=IdentitySampler() if split else sampler_from_recipe(recipe, versions),
+        passes=recipe["passes"] if passes is None else int(passes),
+        sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian", seed=seed, return_std=return_std,
+        sw_device=sw_device, device=device, progress=progress,
+    )
+    if not split:
+        return window
+    args = {**split, "seed": seed}
+    if versions is not None:
+        args["num_versions"] = int(versions)
+    return FourierSplitInferer(window, **args)

@@ -2,9 +2,11 @@
 
 from .dropout import DropoutPassState, is_dropout, mc_dropout
 from .mc_inferer import IdentitySampler, MCDropoutInferer, WindowSampler, is_out_of_memory
+from .split import FourierSplitInferer
 
 __all__ = [
     "DropoutPassState",
+    "FourierSplitInferer",
     "IdentitySampler",
     "MCDropoutInferer",
     "WindowSampler",

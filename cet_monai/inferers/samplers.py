@@ -73,6 +73,7 @@ class FourierSampler(WindowSampler):
         mean_over_passes = predictions.mean(dim=0)  # (K, B, C, Z, Y, X)
         if self.restrict:
             return combine_split_predictions(
-                mean_over_passes, aux.input_masks, aux.target_scale, keep_dc=self.mask_options.get("keep_dc", True)
+                mean_over_passes, aux.input_masks, aux.target_scale, keep_dc=self.mask_options.get("keep_dc", True),
+                shared_mask=aux.shared_mask,
             )
         return mean_over_passes.mean(dim=0) / aux.target_scale

@@ -92,6 +92,7 @@ __all__ = [
     "expected_seed_mask",
     "split_fourier_mask",
     "split_weights",
+    "shared_lowpass_mask",
     "split_scales",
     "masked_irfft",
     "RandFourierPair",
@@ -301,6 +302,21 @@ def expected_seed_mask(
     return torch.from_numpy((1.0 - 2.0 * q) * (pb + (1.0 - pb) * p))
 
 
+def shared_lowpass_mask(shape: Sequence[int], fraction: float, device=None) -> torch.Tensor | None:
+    """Bool half-spectrum mask of the low-frequency ball holding ``fraction`` of the coefficients
+    (None when ``fraction`` is 0): coefficients a split gives to BOTH input and target.
+
+    Why: a complementary split makes input and target orthogonal (disjoint spectra), so the
+    network can only predict the target's half from structure. Sharing the lowest frequencies,
+    where tomographic noise (ramp-weighted) is weakest and the signal strongest, gives the pair a
+    common signal at the cost of sharing a little noise; the rest stays split (independent noise).
+    Measured on the simulated default: see docs/denoising.md.
+    """
+    if not fraction:
+        return None
+    return lowpass_ball(tuple(int(v) for v in shape[-3:])).ball(float(fraction), device)
+
+
 def split_fourier_mask(
     rng: RNG,
     shape: Sequence[int],
@@ -341,11 +357,14 @@ def split_weights(
     keep_prob: float = 0.5,
     scaling: str = "energy",
     keep_dc: bool = True,
+    shared: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 spectral weights ``(w_in, w_t)`` of a split: ``c_in * m * W`` and ``c_t * (1-m) * W``.
 
     ``measured`` (``W``) is a bool mask broadcastable to ``m`` or None (all coefficients).
-    With ``keep_dc`` the DC coefficient gets weight 1 in both.
+    With ``keep_dc`` the DC coefficient gets weight 1 in both. ``shared`` (bool, e.g. a
+    low-frequency ball from :func:`shared_lowpass_mask`) marks coefficients that go, unscaled,
+    to BOTH halves instead of being split.
     """
     c_in, c_t = split_scales(keep_prob, scaling)
     if measured is not None:
@@ -353,8 +372,14 @@ def split_weights(
         a, b = m & measured, (~m) & measured
     else:
         a, b = m, ~m
+    if shared is not None:
+        shared = shared.to(m.device)
+        a, b = a & ~shared, b & ~shared
     w_in = a.to(torch.float32) * c_in
     w_t = b.to(torch.float32) * c_t
+    if shared is not None:
+        w_in = w_in + shared.to(torch.float32)
+        w_t = w_t + shared.to(torch.float32)
     if keep_dc:
         w_in[..., 0, 0, 0] = 1.0
         w_t[..., 0, 0, 0] = 1.0
@@ -434,6 +459,9 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
             coefficients inside the always-kept low-pass ball.
         split_block_size: split masks: edge length of the blocks that go to one half together
             (1 = per coefficient).
+        shared_lowpass: split masks: fraction of the half-spectrum coefficients, in a
+            low-frequency ball, that go unscaled to both input and target (0: none; see
+            :func:`shared_lowpass_mask`).
         tilt_range_deg, tilt_axis: missing wedge excluded from both halves of a split
             (:func:`missing_wedge_mask`); None: use every coefficient.
         scaling, keep_dc: split sample scaling, see the module docstring.
@@ -468,6 +496,7 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
         flip_prob: float = 0.1,
         lowpass_fraction: tuple[float, float] = (0.05, 0.10),
         split_block_size: int = 1,
+        shared_lowpass: float = 0.0,
         tilt_range_deg: float | None = 60.0,
         tilt_axis: str | int = "Y",
         scaling: str = "energy",
@@ -499,6 +528,7 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
         self.block_scale = int(block_scale)
         self.lowpass_fraction = _check_fraction_range(lowpass_fraction)
         self.split_block_size = int(split_block_size)
+        self.shared_lowpass = float(shared_lowpass)
         self.tilt_range_deg = tilt_range_deg
         self.tilt_axis = tilt_axis
         if tilt_range_deg is not None:
@@ -551,6 +581,9 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
                 seen = split_fourier_mask(self.R, shape, self.keep_prob, self.split_block_size)
                 if measured is not None:
                     seen &= measured
+                shared = shared_lowpass_mask(shape, self.shared_lowpass)
+                if shared is not None:
+                    seen &= ~shared
                 if self.keep_dc:
                     seen[0, 0, 0] = False  # the DC goes, unscaled, to both samples
                 self._draws.append(seen)
@@ -630,9 +663,18 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
             if self.keep_dc:
                 dc = (spec[..., 0, 0, 0].real / float(np.prod(spatial))).view(-1, 1, 1, 1)
                 xw = xw - dc
+            shared = shared_lowpass_mask(spatial, self.shared_lowpass, x.device)
+            if shared is not None:
+                if self.keep_dc:
+                    shared = shared.clone()
+                    shared[0, 0, 0] = False  # the DC is added once, below
+                common = masked_irfft(spec, shared.to(torch.float32), spatial)
+                xw = xw - masked_irfft(spec, (shared & measured.to(x.device)).to(torch.float32) if measured is not None else shared.to(torch.float32), spatial)
             pairs = []
             for a in _irfft_many(spec, self._draws, spatial):
                 inp, tgt = c_in * a, c_t * (xw - a)
+                if shared is not None:
+                    inp, tgt = inp + common, tgt + common
                 if self.keep_dc:
                     inp, tgt = inp + dc, tgt + dc
                 pairs.append((_crop(inp, margin).to(self.dtype), _crop(tgt, margin).to(self.dtype)))
@@ -714,6 +756,7 @@ class RandFourierPaird(RandomizableTransform, MapTransform, MultiSampleTrait):
         flip_prob: float = 0.1,
         lowpass_fraction: tuple[float, float] = (0.05, 0.10),
         split_block_size: int = 1,
+        shared_lowpass: float = 0.0,
         tilt_range_deg: float | None = 60.0,
         tilt_axis: str | int = "Y",
         scaling: str = "energy",
@@ -738,6 +781,7 @@ class RandFourierPaird(RandomizableTransform, MapTransform, MultiSampleTrait):
             flip_prob=flip_prob,
             lowpass_fraction=lowpass_fraction,
             split_block_size=split_block_size,
+            shared_lowpass=shared_lowpass,
             tilt_range_deg=tilt_range_deg,
             tilt_axis=tilt_axis,
             scaling=scaling,
@@ -800,6 +844,7 @@ class FourierVersions(NamedTuple):
     input_weights: torch.Tensor
     input_masks: torch.Tensor | None
     target_scale: float
+    shared_mask: torch.Tensor | None = None  # split: coefficients both halves kept (unscaled)
 
 
 def fourier_versions(
@@ -816,6 +861,7 @@ def fourier_versions(
     tilt_axis: str | int = "Y",
     scaling: str = "energy",
     keep_dc: bool = True,
+    shared_lowpass: float = 0.0,
 ) -> FourierVersions:
     """Per-window helper for Monte-Carlo inference: K Fourier versions of a batch of windows.
 
@@ -847,10 +893,13 @@ def fourier_versions(
     else:
         measured = _measured_cached(shape, tilt_range_deg, tilt_axis)
         target_scale = split_scales(keep_prob, scaling)[1]
+        shared = shared_lowpass_mask(shape, shared_lowpass, dev)
         for _ in range(k_ * b_):
             m = split_fourier_mask(rng, shape, keep_prob, split_block_size, dev)
-            w_in, _ = split_weights(m, measured, keep_prob, scaling, keep_dc)
+            w_in, _ = split_weights(m, measured, keep_prob, scaling, keep_dc, shared=shared)
             seen = m & measured.to(dev) if measured is not None else m.clone()
+            if shared is not None:
+                seen |= shared
             if keep_dc:
                 seen[0, 0, 0] = True
             weights.append(w_in)
@@ -860,7 +909,8 @@ def fourier_versions(
     spec = torch.fft.rfftn(x.to(torch.float32), dim=FFT_DIMS).unsqueeze(0)
     inputs = masked_irfft(spec, w, shape).to(x.dtype if x.is_floating_point() else torch.float32)
     seen_t = torch.stack(masks).to(dev).view(k_, b_, 1, *hs) if masks else None
-    return FourierVersions(inputs, w, seen_t, float(target_scale))
+    shared_out = shared if mode == "split" else None
+    return FourierVersions(inputs, w, seen_t, float(target_scale), shared_out)
 
 
 def combine_split_predictions(
@@ -868,8 +918,12 @@ def combine_split_predictions(
     input_masks: torch.Tensor,
     target_scale: float = 1.0,
     keep_dc: bool = True,
+    shared_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Merge K predictions, each restricted to the coefficients its input did NOT see.
+
+    Coefficients in ``shared_mask`` (kept by both halves in training, so seen by every input)
+    are the plain mean of the predictions, unscaled.
 
     Args:
         preds: ``(K, B, C, Z, Y, X)`` network outputs for the K inputs of :func:`fourier_versions`.
@@ -890,4 +944,7 @@ def combine_split_predictions(
     scale = torch.full(merged.shape[-3:], 1.0 / float(target_scale), device=merged.device)
     if keep_dc:
         scale[0, 0, 0] = 1.0
+    if shared_mask is not None:
+        merged = torch.where(shared_mask.to(merged.device), spec.mean(0), merged)
+        scale = torch.where(shared_mask.to(merged.device), torch.ones_like(scale), scale)
     return torch.fft.irfftn(merged * scale, s=shape, dim=FFT_DIMS)

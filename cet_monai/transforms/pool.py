@@ -30,6 +30,7 @@ from .fourier import (
     seed_fourier_mask,
     split_fourier_mask,
     split_scales,
+    shared_lowpass_mask,
     split_weights,
 )
 
@@ -73,7 +74,7 @@ class FourierSamplePool:
             (complementary masks over the measured coefficients, scaled by ``scaling``).
         seed: seed of the pool's own random stream. Sample ``s`` uses a
             ``RandomState`` seeded from it, so any sample can be regenerated alone.
-        keep_prob, block_scale, flip_prob, lowpass_fraction, split_block_size, tilt_range_deg,
+        keep_prob, block_scale, flip_prob, lowpass_fraction, split_block_size, shared_lowpass, tilt_range_deg,
         tilt_axis, scaling, keep_dc: as in :class:`~cet_monai.transforms.RandFourierPair`.
         storage: ``"memmap"`` (float16 file on disk, default) or ``"ram"`` (float16 array).
         directory: where the memmap file goes (default: a new temporary directory, removed with
@@ -96,6 +97,7 @@ class FourierSamplePool:
         flip_prob: float = 0.1,
         lowpass_fraction: tuple[float, float] = (0.05, 0.10),
         split_block_size: int = 1,
+        shared_lowpass: float = 0.0,
         tilt_range_deg: float | None = 60.0,
         tilt_axis: str | int = "Y",
         scaling: str = "energy",
@@ -123,6 +125,7 @@ class FourierSamplePool:
         self.flip_prob = check_prob("flip_prob", flip_prob)
         self.lowpass_fraction = _check_fraction_range(lowpass_fraction)
         self.split_block_size = int(split_block_size)
+        self.shared_lowpass = float(shared_lowpass)
         self.tilt_range_deg = tilt_range_deg
         self.tilt_axis = tilt_axis
         if tilt_range_deg is not None:
@@ -174,7 +177,8 @@ class FourierSamplePool:
                 )
             ]
         m = split_fourier_mask(rng, shape, self.keep_prob, self.split_block_size, device)
-        return list(split_weights(m, measured, self.keep_prob, self.scaling, self.keep_dc))
+        shared = shared_lowpass_mask(shape, self.shared_lowpass, device)
+        return list(split_weights(m, measured, self.keep_prob, self.scaling, self.keep_dc, shared=shared))
 
     def _store(self, s: int, c: int, sample: torch.Tensor) -> None:
         # any offset/scale works (they are kept exactly); they only have to bring values near 1
