@@ -141,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-std", action="store_true", help="also write the per-voxel standard deviation")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--device", default=None, help="cuda, cpu (default: cuda if available)")
+
+    p = sub.add_parser("segment", formatter_class=_formatter, help="segment membranes with a trained segmentation model",
+                       description=textwrap.dedent("""\
+        Segment the membranes of INPUT with a checkpoint of the membrane_segmentation bundle
+        (python -m monai.bundle run training --config_file bundles/membrane_segmentation/configs/train.yaml).
+        Writes a label volume (1 = membrane) with the input's header, by sliding windows with
+        Gaussian blending; optionally the membrane probability."""))
+    p.add_argument("input", help="tomogram file (raw or denoised)")
+    p.add_argument("-o", "--output", required=True, help="label volume to write (e.g. tomo_membranes.mrc)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint of the membrane_segmentation bundle")
+    p.add_argument("--probability", default=None, metavar="PATH", help="also write the membrane probability (float32)")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability above which a voxel is membrane (default 0.5)")
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--device", default=None, help="cuda, cpu (default: cuda if available)")
     return parser
 
 
@@ -271,7 +286,16 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "denoise": cmd_denoise, "predict": cmd_predict}
+def cmd_segment(args) -> int:
+    from cet_monai.segmentation.predict import segment
+
+    result = segment(args.input, args.output, args.checkpoint, probability_path=args.probability, overwrite=args.overwrite,
+                     device=args.device, overlap=args.overlap, threshold=args.threshold, progress=True)
+    print(result.get("labels", args.output) if isinstance(result, dict) else args.output)
+    return EXIT_OK
+
+
+COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "denoise": cmd_denoise, "predict": cmd_predict, "segment": cmd_segment}
 
 
 def main(argv=None) -> int:

@@ -109,3 +109,22 @@ def test_console_script_entry_point():
     res = subprocess.run([sys.executable, "-m", "cet_monai.cli", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and "cet-monai" in res.stdout
     assert "demo" in build_parser().format_help()
+
+
+def test_segment_command_writes_labels_with_the_header(tmp_path, capsys):
+    import torch
+
+    from cet_monai.segmentation import ModelSpec
+
+    spec = ModelSpec(features=(4, 8, 16), patch_size=(16, 16, 16))
+    torch.manual_seed(0)
+    ckpt = tmp_path / "seg.pt"
+    torch.save({"network": spec.build().state_dict(), "model_spec": spec.state_dict()}, ckpt)
+    src = tmp_path / "tomo.mrc"
+    write_volume(src, np.random.default_rng(0).normal(size=(16, 24, 24)).astype(np.float32), voxel_size=(9.0, 9.0, 9.0))
+    out = tmp_path / "labels.mrc"
+    assert main(["segment", str(src), "-o", str(out), "--checkpoint", str(ckpt), "--device", "cpu"]) == EXIT_OK
+    labels, header = read_volume(out)
+    assert labels.shape == (16, 24, 24) and header.voxel_size == pytest.approx((9.0, 9.0, 9.0))
+    assert main(["segment", str(src), "-o", str(out), "--checkpoint", str(ckpt)]) == EXIT_USAGE
+    assert "exists" in capsys.readouterr().err
