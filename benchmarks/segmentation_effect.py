@@ -37,6 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="experiment seeds (default: 0 1 2; full: 0-4)")
     p.add_argument("--iterations", type=int, default=None, help="training iterations per segmentation model")
     p.add_argument("--denoise-iterations", type=int, default=None, help="iterations of each denoiser training")
+    p.add_argument("--snr", type=float, default=None, help="SNR of the simulated tomograms (default: 0.05)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 for reduced/tiny, which is fastest on a shared 2-core "
@@ -44,7 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true", help="discard results in --out made with other settings")
     args = p.parse_args(argv)
     return args, experiment_settings(args.size, kinds=args.kinds, n_patches=args.n_patches, seeds=args.seeds,
-                                     iterations=args.iterations, denoise_iterations=args.denoise_iterations)
+                                     iterations=args.iterations, denoise_iterations=args.denoise_iterations,
+                                     snr=args.snr)
 
 
 def main(argv=None) -> int:

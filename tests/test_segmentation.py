@@ -275,12 +275,30 @@ def test_experiment_runs_end_to_end_at_tiny_size(tmp_path, monkeypatch):
     assert "| raw |" in res["tables"] and "Verdict" in res["tables"]
     again = exp.run_experiment(settings, tmp_path / "e", device="cpu")  # resumes: nothing left to do
     assert again["runs"] == res["runs"]
-    with pytest.raises(CetMonaiError, match="other settings"):
+    with pytest.raises(CetMonaiError, match="other settings.*iterations"):
         exp.run_experiment(settings.with_overrides(iterations=3), tmp_path / "e")
+    # a grown grid resumes the same experiment: the raw row is kept, the new kind is added
+    grown = exp.run_experiment(settings.with_overrides(kinds=("gaussian",), denoise_overrides={"iterations": 5}),
+                               tmp_path / "e", device="cpu")
+    assert [r["kind"] for r in grown["runs"]] == ["raw", "gaussian"] and grown["runs"][0] == res["runs"][0]
+    assert grown["settings"].kinds == ("raw", "gaussian")
+    assert grown["settings"].denoise_overrides == settings.denoise_overrides  # no denoiser kind in this run
+    assert "| best Gaussian |" in grown["tables"] and "| raw |" in grown["tables"]
 
     monkeypatch.setattr(exp, "denoiser_status", lambda: (False, "not importable"))
     kinds, unavailable = exp.input_kinds(settings.with_overrides(kinds=("raw", "gaussian", "f2f", "n2n")))
     assert list(kinds) == ["raw", "gaussian"] and set(unavailable) == {"f2f", "n2n"}
+
+
+def test_denoiser_settings_may_change_only_before_denoised_results():
+    settings = exp.SIZES["tiny"].with_overrides(kinds=("raw", "f2f"))
+    old = settings.to_dict()
+    changed = settings.with_overrides(denoise_overrides={"iterations": 7})
+    assert exp.incompatible_settings(old, changed, [{"kind": "raw"}]) == ""
+    assert "denoise_overrides" in exp.incompatible_settings(old, changed, [{"kind": "raw"}, {"kind": "f2f"}])
+    assert exp.incompatible_settings(old, changed.with_overrides(kinds=("raw",)), [{"kind": "f2f"}]) == ""
+    assert exp.incompatible_settings(old, settings.with_overrides(seeds=(5, 6), n_patches=(2,)), [{"kind": "f2f"}]) == ""
+    assert "snr" in exp.incompatible_settings(old, settings.with_overrides(snr=0.01), [])
 
 
 def test_inconclusive_when_raw_is_no_better_than_background():
@@ -289,6 +307,8 @@ def test_inconclusive_when_raw_is_no_better_than_background():
              "test_membrane_fraction": 0.1}
             for s in (0, 1, 2) for k, d in (("raw", 0.05), ("gaussian", 0.6))]
     summary = exp.summarize(runs, [])
+    assert summary["paired"][0]["dice_minus_raw_mean"] == pytest.approx(0.55)
+    assert summary["paired"][0]["better_than_raw"] == 3
     verdict = exp.conclusiveness(summary, settings)
     assert not verdict["conclusive"] and verdict["text"].startswith("inconclusive")
     assert "inconclusive" in exp.format_tables(summary, settings, verdict=verdict)

@@ -178,13 +178,13 @@ SIZES: dict[str, ExperimentSettings] = {
 
 
 def experiment_settings(size: str = "reduced", kinds=None, n_patches=None, seeds=None, iterations=None,
-                        denoise_iterations=None) -> ExperimentSettings:
+                        denoise_iterations=None, snr=None) -> ExperimentSettings:
     """The settings of a named size (:data:`SIZES`) with the command-line overrides applied
     (``None`` keeps the size's value)."""
     if size not in SIZES:
         raise CetMonaiError(f"unknown experiment size {size!r}; choose one of {sorted(SIZES)}")
     settings = SIZES[size]
-    overrides = {"kinds": kinds, "n_patches": n_patches, "seeds": seeds, "iterations": iterations}
+    overrides = {"kinds": kinds, "n_patches": n_patches, "seeds": seeds, "iterations": iterations, "snr": snr}
     if denoise_iterations is not None:
         overrides["denoise_overrides"] = {**settings.denoise_overrides, "iterations": int(denoise_iterations)}
     return settings.with_overrides(**overrides)
@@ -352,6 +352,32 @@ def train_on_patches(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
 # ----------------------------------------------------------------------------- files
 
 
+#: settings that only extend the grid: a rerun with more (or fewer) of them resumes the same experiment
+GRID_AXES = ("kinds", "seeds", "n_patches")
+#: settings that only change the denoised input kinds
+DENOISER_SETTINGS = ("denoise_overrides",)
+
+
+def _union(old: Sequence, new: Sequence) -> tuple:
+    return tuple(dict.fromkeys([*old, *new]))
+
+
+def incompatible_settings(old: Mapping, settings: ExperimentSettings, rows: Sequence[Mapping]) -> str:
+    """Why a folder whose ``experiment.json`` holds ``old`` settings cannot be resumed with
+    ``settings`` (empty string when it can).
+
+    The grid (:data:`GRID_AXES`: kinds, seeds, N) may grow or shrink: every result row names its
+    own seed, kind and N. The denoiser settings may change only while no denoiser kind has a
+    result in ``rows`` (the rows of ``runs.csv`` and ``inputs.csv``), since those rows do not
+    record them.
+    """
+    new = settings.to_dict()
+    differ = sorted(k for k in set(old) | set(new) if k not in GRID_AXES and old.get(k) != new.get(k))
+    denoised = any(r.get("kind") in DENOISER_KINDS for r in rows) and any(k in DENOISER_KINDS for k in settings.kinds)
+    blocking = [k for k in differ if k not in DENOISER_SETTINGS or denoised]
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in blocking)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
@@ -472,20 +498,26 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
     t_start = time.perf_counter()
     config_path = out / "experiment.json"
     runs_path, inputs_path = out / "runs.csv", out / "inputs.csv"
+    stored = settings
     if config_path.exists():
-        old = json.loads(config_path.read_text()).get("settings")
-        if old != settings.to_dict():
+        old = json.loads(config_path.read_text()).get("settings") or {}
+        problem = incompatible_settings(old, settings, _read_csv(runs_path) + _read_csv(inputs_path))
+        if problem:
             if not overwrite:
-                raise CetMonaiError(f"{out}: holds an experiment with other settings; choose another --out "
-                                    "or pass overwrite=True to discard it")
+                raise CetMonaiError(f"{out}: holds an experiment with other settings ({problem}); choose another "
+                                    "--out or pass overwrite=True to discard it")
             for p in (runs_path, inputs_path):
                 if p.exists():
                     p.unlink()
             import shutil
 
             shutil.rmtree(out / "cache", ignore_errors=True)
+        else:  # the same experiment with a grown grid: remember the union
+            stored = settings.with_overrides(**{k: _union(old.get(k, ()), getattr(settings, k)) for k in GRID_AXES})
+            if not any(k in DENOISER_KINDS for k in settings.kinds):
+                stored = stored.with_overrides(**{k: old[k] for k in DENOISER_SETTINGS if k in old})
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(config_path, json.dumps({"settings": settings.to_dict(), "status": "running"}, indent=2) + "\n")
+    _atomic_write_text(config_path, json.dumps({"settings": stored.to_dict(), "status": "running"}, indent=2) + "\n")
 
     runs = _read_csv(runs_path)
     inputs = _read_csv(inputs_path)
@@ -558,17 +590,17 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
                     _save_example(out / f"example_seed{seed}_{kind}.png", test_vol, prob, test_sim.labels,
                                   settings.voxel_size, f"{KIND_LABELS[kind]}, N={n}, seed {seed}: Dice {scores['dice']:.3f}")
     summary = summarize(runs, inputs)
-    verdict = conclusiveness(summary, settings)
-    tables = format_tables(summary, settings, unavailable={**unavailable, **failed}, verdict=verdict)
+    verdict = conclusiveness(summary, stored)
+    tables = format_tables(summary, stored, unavailable={**unavailable, **failed}, verdict=verdict)
     _write_csv(out / "summary.csv", summary["rows"], SUMMARY_FIELDS)
     _atomic_write_text(out / "summary.md", tables)
     paths = {"runs": runs_path, "inputs": inputs_path, "summary_csv": out / "summary.csv",
              "summary_md": out / "summary.md", "config": config_path}
     if summary["rows"]:
-        paths["plot"] = plot_dice(summary, out / "dice_vs_patches.png", settings)
+        paths["plot"] = plot_dice(summary, out / "dice_vs_patches.png", stored)
     seconds = time.perf_counter() - t_start
     _atomic_write_text(config_path, json.dumps({
-        "settings": settings.to_dict(), "status": "finished", "unavailable": unavailable, "failed": failed,
+        "settings": stored.to_dict(), "status": "finished", "unavailable": unavailable, "failed": failed,
         "verdict": verdict, "seconds_this_session": seconds,
         "torch_threads": torch.get_num_threads(),
         "device": str(device or ("cuda" if torch.cuda.is_available() else "cpu")),
@@ -577,7 +609,7 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
         import shutil
 
         shutil.rmtree(out / "cache", ignore_errors=True)
-    return {"settings": settings, "runs": runs, "inputs": inputs, "summary": summary, "tables": tables,
+    return {"settings": stored, "runs": runs, "inputs": inputs, "summary": summary, "tables": tables,
             "unavailable": {**unavailable, **failed}, "verdict": verdict, "seconds": seconds, "paths": paths}
 
 
@@ -622,6 +654,17 @@ def summarize(runs: list[dict], inputs: list[dict]) -> dict:
         rows.append({"kind": kind, "n_patches": n, "seeds": len(sel), "dice_mean": dm, "dice_std": ds,
                      "surface_dice_mean": sm, "surface_dice_std": ss, "background_dice": bg,
                      "all_membrane_dice": _mean_std(fg)[0], "train_seconds_mean": tm})
+    paired = []  # kind - raw, seed by seed (same patches, initialisation and batches)
+    for kind, n in keys:
+        if kind == "raw":
+            continue
+        raw = {int(r["seed"]): float(r["dice"]) for r in runs if r["kind"] == "raw" and int(r["n_patches"]) == n}
+        diffs = [float(r["dice"]) - raw[int(r["seed"])] for r in runs
+                 if r["kind"] == kind and int(r["n_patches"]) == n and int(r["seed"]) in raw]
+        if diffs:
+            m, sd = _mean_std(diffs)
+            paired.append({"kind": kind, "n_patches": n, "seeds": len(diffs), "dice_minus_raw_mean": m,
+                           "dice_minus_raw_std": sd, "better_than_raw": sum(d > 0 for d in diffs)})
     inp = []
     for kind in sorted({r["kind"] for r in inputs}, key=lambda k: ALL_KINDS.index(k) if k in ALL_KINDS else 99):
         sel = [r for r in inputs if r["kind"] == kind]
@@ -630,7 +673,7 @@ def summarize(runs: list[dict], inputs: list[dict]) -> dict:
         sig = [float(r["sigma"]) for r in sel if str(r.get("sigma", "")) not in ("", "None")]
         inp.append({"kind": kind, "seeds": len(sel), "psnr_mean": pm, "psnr_std": ps, "ssim_mean": qm, "ssim_std": qs,
                     "sigmas": sig})
-    return {"rows": rows, "inputs": inp}
+    return {"rows": rows, "inputs": inp, "paired": paired}
 
 
 def conclusiveness(summary: dict, settings: ExperimentSettings) -> dict:
@@ -666,7 +709,10 @@ def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapp
              f"{settings.voxel_size:g} A, SNR {settings.snr:g} ({settings.simulation_mode}), "
              f"{settings.n_train_tomograms} training tomograms + 1 test tomogram per seed, patches "
              f"{settings.patch_size}^3, {settings.iterations} iterations x batch {settings.batch_size}, "
-             f"DynUNet {list(settings.features)}, seeds {list(settings.seeds)}; mean +- std over seeds.", ""]
+             f"DynUNet {list(settings.features)}, seeds {list(settings.seeds)}"
+             + (f"; denoisers trained with {settings.denoise_overrides}"
+                if settings.denoise_overrides and any(k in DENOISER_KINDS for k in settings.kinds) else "")
+             + "; mean +- std over seeds.", ""]
     lines.append(f"**Verdict:** {verdict['text']}.")
     lines.append("")
     for metric, title in (("dice", "Test Dice"), ("surface_dice", f"Test surface Dice (tolerance {settings.surface_tolerance:g} voxels)")):
@@ -683,6 +729,20 @@ def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapp
             fg = summary["rows"][0]["all_membrane_dice"]
             lines.append("| all background | " + " | ".join(f"{bg:.3f}" for _ in ns) + " |")
             lines.append("| all membrane (for scale) | " + " | ".join(f"{fg:.3f}" for _ in ns) + " |")
+        lines.append("")
+    if summary.get("paired"):
+        pn = sorted({r["n_patches"] for r in summary["paired"]})
+        pk = [k for k in ALL_KINDS if any(r["kind"] == k for r in summary["paired"])]
+        pc = {(r["kind"], r["n_patches"]): r for r in summary["paired"]}
+        lines += ["### Test Dice minus raw, paired by seed (seeds where the input beat raw)", "",
+                  "| input | " + " | ".join(f"N={n}" for n in pn) + " |", "|" + "---|" * (len(pn) + 1)]
+        for k in pk:
+            vals = []
+            for n in pn:
+                r = pc.get((k, n))
+                vals.append("" if r is None else f"{r['dice_minus_raw_mean']:+.3f} +- {r['dice_minus_raw_std']:.3f} "
+                                                 f"({r['better_than_raw']}/{r['seeds']})")
+            lines.append(f"| {KIND_LABELS[k]} | " + " | ".join(vals) + " |")
         lines.append("")
     if summary["inputs"]:
         lines += ["### Prepared test inputs against the clean reconstruction", "",
