@@ -23,6 +23,8 @@ import logging
 import sys
 import time
 
+import yaml
+
 
 def parse_args(argv=None):
     from cet_monai.segmentation.experiment import ALL_KINDS, experiment_settings
@@ -37,16 +39,28 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="experiment seeds (default: 0 1 2; full: 0-4)")
     p.add_argument("--iterations", type=int, default=None, help="training iterations per segmentation model")
     p.add_argument("--denoise-iterations", type=int, default=None, help="iterations of each denoiser training")
+    p.add_argument("--denoise-set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="further denoiser bundle overrides, VALUE read as YAML (e.g. network_def#dropout=0.3 "
+                        "versions=4); the reduced size sets iterations=100 network_def#features=[8,16,32,64]")
     p.add_argument("--snr", type=float, default=None, help="SNR of the simulated tomograms (default: 0.05)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 for reduced/tiny, which is fastest on a shared 2-core "
                         "machine; unchanged for full)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="instead of running: combine experiment folders run in parallel (e.g. one process per "
+                        "--kinds) into --out and write its tables and plot")
     p.add_argument("--overwrite", action="store_true", help="discard results in --out made with other settings")
     args = p.parse_args(argv)
+    denoise_set = {}
+    for item in args.denoise_set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--denoise-set takes KEY=VALUE, got {item!r}")
+        denoise_set[key] = yaml.safe_load(value)
     return args, experiment_settings(args.size, kinds=args.kinds, n_patches=args.n_patches, seeds=args.seeds,
                                      iterations=args.iterations, denoise_iterations=args.denoise_iterations,
-                                     snr=args.snr)
+                                     snr=args.snr, denoise_set=denoise_set)
 
 
 def main(argv=None) -> int:
@@ -60,6 +74,13 @@ def main(argv=None) -> int:
         print(time.strftime("%H:%M:%S"), msg, flush=True)
 
     try:
+        if args.merge:
+            from cet_monai.segmentation.experiment import merge_experiments
+
+            result = merge_experiments(args.merge, args.out, overwrite=args.overwrite)
+            print(result["tables"])
+            print(f"(merged {len(args.merge)} folders into {args.out})")
+            return 0
         threads = args.threads if args.threads is not None else (None if args.size == "full" else 1)
         result = run_experiment(settings, args.out, device=args.device, overwrite=args.overwrite, log=log, threads=threads)
     except CetMonaiError as err:

@@ -290,6 +290,23 @@ def test_experiment_runs_end_to_end_at_tiny_size(tmp_path, monkeypatch):
     assert list(kinds) == ["raw", "gaussian"] and set(unavailable) == {"f2f", "n2n"}
 
 
+def test_merge_experiments_run_in_parallel(tmp_path):
+    settings = exp.SIZES["tiny"]
+    a = exp.run_experiment(settings, tmp_path / "a", device="cpu")
+    b = exp.run_experiment(settings.with_overrides(kinds=("gaussian",)), tmp_path / "b", device="cpu")
+    merged = exp.merge_experiments([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    assert [r["kind"] for r in merged["runs"]] == ["raw", "gaussian"]
+    assert merged["runs"][0]["dice"] == a["runs"][0]["dice"] and merged["runs"][1]["dice"] == b["runs"][0]["dice"]
+    assert merged["settings"].kinds == ("raw", "gaussian")
+    assert "| best Gaussian |" in (tmp_path / "m" / "summary.md").read_text()
+    assert (tmp_path / "m" / "dice_vs_patches.png").is_file()
+    with pytest.raises(CetMonaiError, match="not empty"):
+        exp.merge_experiments([tmp_path / "a"], tmp_path / "m")
+    exp.run_experiment(settings.with_overrides(iterations=3), tmp_path / "c", device="cpu")
+    with pytest.raises(CetMonaiError, match="another experiment.*iterations"):
+        exp.merge_experiments([tmp_path / "a", tmp_path / "c"], tmp_path / "m2")
+
+
 def test_denoiser_settings_may_change_only_before_denoised_results():
     settings = exp.SIZES["tiny"].with_overrides(kinds=("raw", "f2f"))
     old = settings.to_dict()

@@ -164,7 +164,10 @@ class ExperimentSettings:
 
 #: ``reduced``: minutes per training on 2 CPU cores; ``full``: the GPU version; ``tiny``: tests
 SIZES: dict[str, ExperimentSettings] = {
-    "reduced": ExperimentSettings(size="reduced", denoise_overrides={"iterations": 300}),
+    # denoisers on the CPU: the Fourier bundle's CPU budget (100 iterations, [8, 16, 32, 64]) for all three, so
+    # that S2S (bundle default 600 iterations of [16, 32, 64, 64]: ~10 min per tomogram here) fits the grid
+    "reduced": ExperimentSettings(size="reduced",
+                                  denoise_overrides={"iterations": 100, "network_def#features": [8, 16, 32, 64]}),
     "full": ExperimentSettings(
         size="full", shape=(128, 256, 256), n_train_tomograms=8, patch_size=64, seeds=(0, 1, 2, 3, 4),
         iterations=3000, batch_size=8, features=(16, 32, 64, 128, 256), learning_rate=1e-3,
@@ -178,15 +181,20 @@ SIZES: dict[str, ExperimentSettings] = {
 
 
 def experiment_settings(size: str = "reduced", kinds=None, n_patches=None, seeds=None, iterations=None,
-                        denoise_iterations=None, snr=None) -> ExperimentSettings:
+                        denoise_iterations=None, snr=None, denoise_set: Mapping | None = None) -> ExperimentSettings:
     """The settings of a named size (:data:`SIZES`) with the command-line overrides applied
-    (``None`` keeps the size's value)."""
+    (``None`` keeps the size's value). ``denoise_set`` adds denoiser bundle overrides
+    (``{"network_def#dropout": 0.3}``) to the size's ``denoise_overrides``."""
     if size not in SIZES:
         raise CetMonaiError(f"unknown experiment size {size!r}; choose one of {sorted(SIZES)}")
     settings = SIZES[size]
     overrides = {"kinds": kinds, "n_patches": n_patches, "seeds": seeds, "iterations": iterations, "snr": snr}
+    denoise = dict(settings.denoise_overrides)
     if denoise_iterations is not None:
-        overrides["denoise_overrides"] = {**settings.denoise_overrides, "iterations": int(denoise_iterations)}
+        denoise["iterations"] = int(denoise_iterations)
+    denoise.update(denoise_set or {})
+    if denoise != settings.denoise_overrides:
+        overrides["denoise_overrides"] = denoise
     return settings.with_overrides(**overrides)
 
 
@@ -540,7 +548,7 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
                                  settings.patch_stride, settings.min_membrane_fraction, seed=seed)
         label_patches = cut_patches_multi([s.labels for s in train_sims], corners, settings.patch_size)
         for kind, prepare in kinds.items():
-            if kind in failed:
+            if kind in failed or ((seed, kind) in done_inputs and all((seed, kind, n) in done for n in settings.n_patches)):
                 continue
             try:
                 test_vol, info, seconds = _prepared(out, seed, kind, "test", prepare, test_sim)
@@ -589,28 +597,89 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
                 if seed == settings.seeds[0] and n == max(settings.n_patches):
                     _save_example(out / f"example_seed{seed}_{kind}.png", test_vol, prob, test_sim.labels,
                                   settings.voxel_size, f"{KIND_LABELS[kind]}, N={n}, seed {seed}: Dice {scores['dice']:.3f}")
-    summary = summarize(runs, inputs)
-    verdict = conclusiveness(summary, stored)
-    tables = format_tables(summary, stored, unavailable={**unavailable, **failed}, verdict=verdict)
-    _write_csv(out / "summary.csv", summary["rows"], SUMMARY_FIELDS)
-    _atomic_write_text(out / "summary.md", tables)
-    paths = {"runs": runs_path, "inputs": inputs_path, "summary_csv": out / "summary.csv",
-             "summary_md": out / "summary.md", "config": config_path}
-    if summary["rows"]:
-        paths["plot"] = plot_dice(summary, out / "dice_vs_patches.png", stored)
     seconds = time.perf_counter() - t_start
-    _atomic_write_text(config_path, json.dumps({
-        "settings": stored.to_dict(), "status": "finished", "unavailable": unavailable, "failed": failed,
-        "verdict": verdict, "seconds_this_session": seconds,
+    report = _report(out, stored, runs, inputs, {**unavailable, **failed}, {
+        "status": "finished", "unavailable": unavailable, "failed": failed, "seconds_this_session": seconds,
         "torch_threads": torch.get_num_threads(),
-        "device": str(device or ("cuda" if torch.cuda.is_available() else "cpu")),
-    }, indent=2, default=str) + "\n")
+        "device": str(device or ("cuda" if torch.cuda.is_available() else "cpu"))})
     if not keep_cache:
         import shutil
 
         shutil.rmtree(out / "cache", ignore_errors=True)
-    return {"settings": stored, "runs": runs, "inputs": inputs, "summary": summary, "tables": tables,
-            "unavailable": {**unavailable, **failed}, "verdict": verdict, "seconds": seconds, "paths": paths}
+    return {**report, "seconds": seconds}
+
+
+def _report(out: Path, settings: ExperimentSettings, runs: list[dict], inputs: list[dict], unavailable: Mapping,
+            record: Mapping) -> dict:
+    """Write the summary files of the rows in ``out`` and ``experiment.json`` (``settings`` + ``record``)."""
+    summary = summarize(runs, inputs)
+    verdict = conclusiveness(summary, settings)
+    tables = format_tables(summary, settings, unavailable=unavailable, verdict=verdict)
+    _write_csv(out / "summary.csv", summary["rows"], SUMMARY_FIELDS)
+    _atomic_write_text(out / "summary.md", tables)
+    paths = {"runs": out / "runs.csv", "inputs": out / "inputs.csv", "summary_csv": out / "summary.csv",
+             "summary_md": out / "summary.md", "config": out / "experiment.json"}
+    if summary["rows"]:
+        paths["plot"] = plot_dice(summary, out / "dice_vs_patches.png", settings)
+    _atomic_write_text(paths["config"], json.dumps({"settings": settings.to_dict(), **record, "verdict": verdict},
+                                                   indent=2, default=str) + "\n")
+    return {"settings": settings, "runs": runs, "inputs": inputs, "summary": summary, "tables": tables,
+            "unavailable": dict(unavailable), "verdict": verdict, "paths": paths}
+
+
+def merge_experiments(sources: Sequence[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False) -> dict:
+    """Combine the results of experiment folders run in parallel (e.g. one process per input kind)
+    into ``out`` and write its summary, as :func:`run_experiment` would.
+
+    The folders must hold the same experiment (:func:`incompatible_settings`: only the grid may
+    differ, and the denoiser settings only where a folder has no denoised results). A result
+    (seed, kind, N) found in several folders must agree; the grid of ``out`` is their union.
+    Example pictures are copied. ``out`` must be new or empty unless ``overwrite``.
+    """
+    import shutil
+
+    out = Path(out)
+    sources = [Path(s) for s in sources]
+    if not sources:
+        raise CetMonaiError("merge needs at least one experiment folder")
+    configs = []
+    for src in sources:
+        path = src / "experiment.json"
+        if not path.is_file():
+            raise CetMonaiError(f"{src}: not an experiment folder (no experiment.json)")
+        configs.append(json.loads(path.read_text())["settings"])
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise CetMonaiError(f"{out}: exists and is not empty; choose another folder or pass overwrite")
+    rows = [(_read_csv(src / "runs.csv"), _read_csv(src / "inputs.csv")) for src in sources]
+    with_denoised = [c for c, (r, i) in zip(configs, rows) if any(x["kind"] in DENOISER_KINDS for x in r + i)]
+    merged = ExperimentSettings(**(with_denoised or configs)[0])
+    for src, config, (r, i) in zip(sources, configs, rows):
+        problem = incompatible_settings(config, merged, r + i)
+        if problem:
+            raise CetMonaiError(f"{src}: another experiment than {sources[0]} ({problem})")
+        merged = merged.with_overrides(**{k: _union(getattr(merged, k), config.get(k, ())) for k in GRID_AXES})
+    runs: dict[tuple, dict] = {}
+    inputs: dict[tuple, dict] = {}
+    for src, (r, i) in zip(sources, rows):
+        for table, items, key in ((runs, r, ("seed", "kind", "n_patches")), (inputs, i, ("seed", "kind"))):
+            for row in items:
+                k = tuple(row[f] for f in key)
+                if k in table and any(table[k].get(f) != row.get(f) for f in ("dice", "psnr") if f in row):
+                    raise CetMonaiError(f"{src}: result {dict(zip(key, k))} differs from the same result in another folder")
+                table.setdefault(k, row)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_list = sorted(runs.values(), key=lambda r: (int(r["seed"]), _kind_order(r["kind"]), int(r["n_patches"])))
+    inputs_list = sorted(inputs.values(), key=lambda r: (int(r["seed"]), _kind_order(r["kind"])))
+    _write_csv(out / "runs.csv", runs_list, RUN_FIELDS)
+    _write_csv(out / "inputs.csv", inputs_list, INPUT_FIELDS)
+    for src in sources:
+        for png in src.glob("example_*.png"):
+            shutil.copyfile(png, out / png.name)
+    return _report(out, merged, runs_list, inputs_list, {}, {"status": "merged", "sources": [str(s) for s in sources]})
+
+
+def _kind_order(kind: str) -> int:
+    return ALL_KINDS.index(kind) if kind in ALL_KINDS else len(ALL_KINDS)
 
 
 def cut_patches_multi(volumes: Sequence[np.ndarray], corners, patch_size: int) -> list[np.ndarray]:
