@@ -312,10 +312,18 @@ def test_denoiser_settings_may_change_only_before_denoised_results():
     old = settings.to_dict()
     changed = settings.with_overrides(denoise_overrides={"iterations": 7})
     assert exp.incompatible_settings(old, changed, [{"kind": "raw"}]) == ""
-    assert "denoise_overrides" in exp.incompatible_settings(old, changed, [{"kind": "raw"}, {"kind": "f2f"}])
+    assert "f2f denoiser" in exp.incompatible_settings(old, changed, [{"kind": "raw"}, {"kind": "f2f"}])
     assert exp.incompatible_settings(old, changed.with_overrides(kinds=("raw",)), [{"kind": "f2f"}]) == ""
     assert exp.incompatible_settings(old, settings.with_overrides(seeds=(5, 6), n_patches=(2,)), [{"kind": "f2f"}]) == ""
     assert "snr" in exp.incompatible_settings(old, settings.with_overrides(snr=0.01), [])
+    # overrides of one kind leave the other kinds' results valid
+    per_kind = settings.with_overrides(denoise_overrides={"iterations": 2, "s2s": {"versions": 4}}, kinds=("f2f", "s2s"))
+    assert per_kind.denoiser_overrides("s2s") == {"iterations": 2, "versions": 4}
+    assert per_kind.denoiser_overrides("f2f") == {"iterations": 2}
+    assert exp.incompatible_settings(old, per_kind, [{"kind": "f2f"}]) == ""
+    assert "s2s denoiser" in exp.incompatible_settings(old, per_kind, [{"kind": "s2s"}])
+    mixed = exp._per_kind_overrides({"s2s": per_kind, "f2f": settings, "n2n": settings})
+    assert mixed == {"iterations": 2, "s2s": {"versions": 4}}
 
 
 def test_inconclusive_when_raw_is_no_better_than_background():

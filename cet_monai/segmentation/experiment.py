@@ -125,7 +125,8 @@ class ExperimentSettings:
     surface_tolerance: float = 2.0               # voxels
     overlap: float = 0.5                         # sliding-window overlap at test time
     gaussian_sigmas: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0)
-    denoise_overrides: Mapping = field(default_factory=dict)  # passed to denoise_volume
+    # passed to denoise_volume; a key naming a denoiser kind ("s2s") holds overrides for that kind only
+    denoise_overrides: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
         self.shape = tuple(int(s) for s in self.shape)
@@ -145,6 +146,11 @@ class ExperimentSettings:
         if any(self.patch_size > s for s in self.shape):
             raise CetMonaiError(f"patch_size {self.patch_size} does not fit the tomograms {self.shape}")
         self.model_spec()  # validates patch size against the network
+
+    def denoiser_overrides(self, kind: str) -> dict:
+        """The ``denoise_volume`` overrides of denoiser kind ``kind``: the shared ones, then the kind's own."""
+        shared = {k: v for k, v in self.denoise_overrides.items() if k not in DENOISER_KINDS}
+        return {**shared, **dict(self.denoise_overrides.get(kind) or {})}
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(architecture=self.architecture, features=self.features, patch_size=(self.patch_size,) * 3)
@@ -267,7 +273,7 @@ def input_kinds(settings: ExperimentSettings | None = None, seed: int = 0) -> tu
         elif name == "gaussian":
             kinds[name] = PrepareGaussian(settings.gaussian_sigmas)
         elif ok:
-            kinds[name] = PrepareDenoised(DENOISER_KINDS[name], seed=seed, overrides=settings.denoise_overrides)
+            kinds[name] = PrepareDenoised(DENOISER_KINDS[name], seed=seed, overrides=settings.denoiser_overrides(name))
         else:
             unavailable[name] = reason
     return kinds, unavailable
@@ -366,8 +372,21 @@ GRID_AXES = ("kinds", "seeds", "n_patches")
 DENOISER_SETTINGS = ("denoise_overrides",)
 
 
-def _union(old: Sequence, new: Sequence) -> tuple:
-    return tuple(dict.fromkeys([*old, *new]))
+def _per_kind_overrides(sources: Mapping[str, ExperimentSettings]) -> dict:
+    """``denoise_overrides`` that give each denoiser kind the overrides it has in ``sources[kind]``
+    (shared keys where all kinds agree, the rest per kind)."""
+    each = {kind: src.denoiser_overrides(kind) for kind, src in sources.items()}
+    shared = {k: v for k, v in next(iter(each.values())).items() if all(k in e and e[k] == v for e in each.values())}
+    out = dict(shared)
+    for kind, e in each.items():
+        own = {k: v for k, v in e.items() if k not in shared}
+        if own:
+            out[kind] = own
+    return out
+
+
+def _union(*grids: Sequence) -> tuple:
+    return tuple(dict.fromkeys(x for grid in grids for x in grid))
 
 
 def incompatible_settings(old: Mapping, settings: ExperimentSettings, rows: Sequence[Mapping]) -> str:
@@ -375,15 +394,19 @@ def incompatible_settings(old: Mapping, settings: ExperimentSettings, rows: Sequ
     ``settings`` (empty string when it can).
 
     The grid (:data:`GRID_AXES`: kinds, seeds, N) may grow or shrink: every result row names its
-    own seed, kind and N. The denoiser settings may change only while no denoiser kind has a
-    result in ``rows`` (the rows of ``runs.csv`` and ``inputs.csv``), since those rows do not
-    record them.
+    own seed, kind and N. A denoiser kind's settings may change only while that kind has no result
+    in ``rows`` (the rows of ``runs.csv`` and ``inputs.csv``), since those rows do not record them.
     """
     new = settings.to_dict()
-    differ = sorted(k for k in set(old) | set(new) if k not in GRID_AXES and old.get(k) != new.get(k))
-    denoised = any(r.get("kind") in DENOISER_KINDS for r in rows) and any(k in DENOISER_KINDS for k in settings.kinds)
-    blocking = [k for k in differ if k not in DENOISER_SETTINGS or denoised]
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in blocking)
+    differ = [k for k in sorted(set(old) | set(new))
+              if k not in GRID_AXES and k not in DENOISER_SETTINGS and old.get(k) != new.get(k)]
+    problems = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ]
+    before = ExperimentSettings(**{**new, **{k: old[k] for k in DENOISER_SETTINGS if k in old}})
+    done = {r.get("kind") for r in rows}
+    for kind in DENOISER_KINDS:
+        if kind in done and kind in settings.kinds and before.denoiser_overrides(kind) != settings.denoiser_overrides(kind):
+            problems.append(f"{kind} denoiser: {before.denoiser_overrides(kind)!r} -> {settings.denoiser_overrides(kind)!r}")
+    return ", ".join(problems)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -522,8 +545,9 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
             shutil.rmtree(out / "cache", ignore_errors=True)
         else:  # the same experiment with a grown grid: remember the union
             stored = settings.with_overrides(**{k: _union(old.get(k, ()), getattr(settings, k)) for k in GRID_AXES})
-            if not any(k in DENOISER_KINDS for k in settings.kinds):
-                stored = stored.with_overrides(**{k: old[k] for k in DENOISER_SETTINGS if k in old})
+            before = ExperimentSettings(**{**settings.to_dict(), **{k: old[k] for k in DENOISER_SETTINGS if k in old}})
+            stored = stored.with_overrides(denoise_overrides=_per_kind_overrides(
+                {k: (settings if k in settings.kinds else before) for k in DENOISER_KINDS}))
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(config_path, json.dumps({"settings": stored.to_dict(), "status": "running"}, indent=2) + "\n")
 
@@ -651,13 +675,18 @@ def merge_experiments(sources: Sequence[str | os.PathLike], out: str | os.PathLi
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CetMonaiError(f"{out}: exists and is not empty; choose another folder or pass overwrite")
     rows = [(_read_csv(src / "runs.csv"), _read_csv(src / "inputs.csv")) for src in sources]
-    with_denoised = [c for c, (r, i) in zip(configs, rows) if any(x["kind"] in DENOISER_KINDS for x in r + i)]
-    merged = ExperimentSettings(**(with_denoised or configs)[0])
+    settings = [ExperimentSettings(**c) for c in configs]
+    owner = {}  # denoiser kind -> the settings of the (first) folder with its results
+    for st, (r, i) in zip(settings, rows):
+        for kind in {x["kind"] for x in r + i} & set(DENOISER_KINDS):
+            owner.setdefault(kind, st)
+    merged = settings[0].with_overrides(denoise_overrides=_per_kind_overrides(
+        {k: owner.get(k, settings[0]) for k in DENOISER_KINDS}))
+    merged = merged.with_overrides(**{k: _union(*(getattr(st, k) for st in settings)) for k in GRID_AXES})
     for src, config, (r, i) in zip(sources, configs, rows):
         problem = incompatible_settings(config, merged, r + i)
         if problem:
             raise CetMonaiError(f"{src}: another experiment than {sources[0]} ({problem})")
-        merged = merged.with_overrides(**{k: _union(getattr(merged, k), config.get(k, ())) for k in GRID_AXES})
     runs: dict[tuple, dict] = {}
     inputs: dict[tuple, dict] = {}
     for src, (r, i) in zip(sources, rows):
@@ -779,8 +808,8 @@ def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapp
              f"{settings.n_train_tomograms} training tomograms + 1 test tomogram per seed, patches "
              f"{settings.patch_size}^3, {settings.iterations} iterations x batch {settings.batch_size}, "
              f"DynUNet {list(settings.features)}, seeds {list(settings.seeds)}"
-             + (f"; denoisers trained with {settings.denoise_overrides}"
-                if settings.denoise_overrides and any(k in DENOISER_KINDS for k in settings.kinds) else "")
+             + "".join(f"; {KIND_LABELS[k]} denoiser {settings.denoiser_overrides(k)}"
+                       for k in settings.kinds if k in DENOISER_KINDS and settings.denoiser_overrides(k))
              + "; mean +- std over seeds.", ""]
     lines.append(f"**Verdict:** {verdict['text']}.")
     lines.append("")
