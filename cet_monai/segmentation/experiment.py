@@ -809,7 +809,8 @@ def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapp
              f"{settings.patch_size}^3, {settings.iterations} iterations x batch {settings.batch_size}, "
              f"DynUNet {list(settings.features)}, seeds {list(settings.seeds)}"
              + "".join(f"; {KIND_LABELS[k]} denoiser {settings.denoiser_overrides(k)}"
-                       for k in settings.kinds if k in DENOISER_KINDS and settings.denoiser_overrides(k))
+                       for k in settings.kinds if k in DENOISER_KINDS and settings.denoiser_overrides(k)
+                       and any(r["kind"] == k for r in summary["rows"] + summary["inputs"]))
              + "; mean +- std over seeds.", ""]
     lines.append(f"**Verdict:** {verdict['text']}.")
     lines.append("")
