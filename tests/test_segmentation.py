@@ -339,3 +339,7 @@ def test_inconclusive_when_raw_is_no_better_than_background():
     assert "inconclusive" in exp.format_tables(summary, settings, verdict=verdict)
     runs = [dict(r, dice=0.4) if r["kind"] == "raw" else r for r in runs]
     assert exp.conclusiveness(exp.summarize(runs, []), settings)["conclusive"]
+    # a cell with fewer seeds than planned says so
+    partial = [r for r in runs if not (r["kind"] == "gaussian" and r["seed"] == 2)]
+    table = exp.format_tables(exp.summarize(partial, []), settings.with_overrides(seeds=(0, 1, 2)))
+    assert "| best Gaussian | 0.600 +- 0.000 (2 seeds) |" in table and "| raw | 0.400 +- 0.000 |" in table

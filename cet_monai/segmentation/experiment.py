@@ -795,6 +795,13 @@ def conclusiveness(summary: dict, settings: ExperimentSettings) -> dict:
     return {"per_n": per_n, "conclusive": not bad, "text": text}
 
 
+def _mean_cell(mean: float, std: float, seeds: int, planned: int) -> str:
+    """``mean +- std``, with the number of seeds when it is not the planned number."""
+    if seeds == 1:
+        return f"{mean:.3f} (1 seed)"
+    return f"{mean:.3f} +- {std:.3f}" + ("" if seeds == planned else f" ({seeds} seeds)")
+
+
 def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapping | None = None,
                   verdict: dict | None = None) -> str:
     """Markdown: Dice and surface Dice (mean +- std over seeds) per input kind and N, the
@@ -821,7 +828,8 @@ def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapp
             vals = []
             for n in ns:
                 r = cell.get((k, n))
-                vals.append("" if r is None else f"{r[metric + '_mean']:.3f} +- {r[metric + '_std']:.3f}")
+                vals.append("" if r is None else _mean_cell(r[metric + "_mean"], r[metric + "_std"], r["seeds"],
+                                                             len(settings.seeds)))
             lines.append(f"| {KIND_LABELS[k]} | " + " | ".join(vals) + " |")
         if metric == "dice" and summary["rows"]:
             bg = summary["rows"][0]["background_dice"]
