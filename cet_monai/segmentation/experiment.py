@@ -855,9 +855,13 @@ def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapp
         lines += ["### Prepared test inputs against the clean reconstruction", "",
                   "| input | PSNR (dB) | SSIM | note |", "|---|---|---|---|"]
         for r in summary["inputs"]:
-            note = f"sigma {', '.join(f'{s:g}' for s in r['sigmas'])} voxels" if r["sigmas"] else ""
-            lines.append(f"| {KIND_LABELS.get(r['kind'], r['kind'])} | {r['psnr_mean']:.2f} +- {r['psnr_std']:.2f} | "
-                         f"{r['ssim_mean']:.3f} +- {r['ssim_std']:.3f} | {note} |")
+            notes = [f"sigma {', '.join(f'{s:g}' for s in r['sigmas'])} voxels"] if r["sigmas"] else []
+            if r["seeds"] != len(settings.seeds):
+                notes.append(f"{r['seeds']} seed{'s' if r['seeds'] != 1 else ''}")
+            spread = r["seeds"] > 1
+            lines.append(f"| {KIND_LABELS.get(r['kind'], r['kind'])} | {r['psnr_mean']:.2f}"
+                         + (f" +- {r['psnr_std']:.2f}" if spread else "") + f" | {r['ssim_mean']:.3f}"
+                         + (f" +- {r['ssim_std']:.3f}" if spread else "") + f" | {'; '.join(notes)} |")
         lines.append("")
     if unavailable:
         lines += ["Not run:", ""] + [f"* {KIND_LABELS.get(k, k)}: {v}" for k, v in unavailable.items()] + [""]
