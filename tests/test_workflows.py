@@ -32,3 +32,11 @@ def test_n2n_needs_both_halves(sim):
 def test_unknown_bundle_is_a_clear_error():
     with pytest.raises(CetMonaiError, match="not found"):
         bundle_dir("no_such_bundle")
+
+
+@pytest.mark.parametrize("pool_kind", ["seed", "split"])
+def test_pool_sampling_validates_without_a_reference(sim, pool_kind):
+    # the pool holds the training region only: validation pairs come from the held-out region itself
+    out = denoise_volume(sim.noisy, method="fourier", sampling="pool", pool_kind=pool_kind,
+                         **{**TINY, "pool_size": 4})
+    assert out.shape == sim.noisy.shape and np.isfinite(out).all()

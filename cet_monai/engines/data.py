@@ -166,6 +166,12 @@ class TomogramSource:
             raise ValueError("without a reference, validation needs the pairing transform")
         pairing = copy.deepcopy(pairing)
         pairing.set_random_state(seed=12345)
+        pairer = getattr(pairing, "pairer", pairing)
+        if getattr(pairer, "mode", None) == "pool":
+            # the pool is made of the training region only; the held-out region gets the same
+            # family of masks drawn on its own spectrum (seed pool -> patch masks, split pool -> split)
+            pairer.mode = "split" if getattr(pairer.pool, "kind", "seed") == "split" else "patch"
+            pairer.pool = None
         items = pairing({"image": region})
         return [dict(i) for i in (items if isinstance(items, list) else [items])]
 
