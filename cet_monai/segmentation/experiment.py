@@ -847,7 +847,8 @@ def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapp
             vals = []
             for n in pn:
                 r = pc.get((k, n))
-                vals.append("" if r is None else f"{r['dice_minus_raw_mean']:+.3f} +- {r['dice_minus_raw_std']:.3f} "
+                spread = f" +- {r['dice_minus_raw_std']:.3f}" if r is not None and r["seeds"] > 1 else ""
+                vals.append("" if r is None else f"{r['dice_minus_raw_mean']:+.3f}{spread} "
                                                  f"({r['better_than_raw']}/{r['seeds']})")
             lines.append(f"| {KIND_LABELS[k]} | " + " | ".join(vals) + " |")
         lines.append("")
