@@ -389,6 +389,11 @@ def _union(*grids: Sequence) -> tuple:
     return tuple(dict.fromkeys(x for grid in grids for x in grid))
 
 
+def _with_denoiser_settings_of(settings: ExperimentSettings, old: Mapping) -> ExperimentSettings:
+    """``settings`` with the denoiser settings of the stored settings ``old`` (a dict)."""
+    return ExperimentSettings(**{**settings.to_dict(), **{k: old[k] for k in DENOISER_SETTINGS if k in old}})
+
+
 def incompatible_settings(old: Mapping, settings: ExperimentSettings, rows: Sequence[Mapping]) -> str:
     """Why a folder whose ``experiment.json`` holds ``old`` settings cannot be resumed with
     ``settings`` (empty string when it can).
@@ -401,7 +406,7 @@ def incompatible_settings(old: Mapping, settings: ExperimentSettings, rows: Sequ
     differ = [k for k in sorted(set(old) | set(new))
               if k not in GRID_AXES and k not in DENOISER_SETTINGS and old.get(k) != new.get(k)]
     problems = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ]
-    before = ExperimentSettings(**{**new, **{k: old[k] for k in DENOISER_SETTINGS if k in old}})
+    before = _with_denoiser_settings_of(settings, old)
     done = {r.get("kind") for r in rows}
     for kind in DENOISER_KINDS:
         if kind in done and kind in settings.kinds and before.denoiser_overrides(kind) != settings.denoiser_overrides(kind):
@@ -545,7 +550,7 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
             shutil.rmtree(out / "cache", ignore_errors=True)
         else:  # the same experiment with a grown grid: remember the union
             stored = settings.with_overrides(**{k: _union(old.get(k, ()), getattr(settings, k)) for k in GRID_AXES})
-            before = ExperimentSettings(**{**settings.to_dict(), **{k: old[k] for k in DENOISER_SETTINGS if k in old}})
+            before = _with_denoiser_settings_of(settings, old)
             stored = stored.with_overrides(denoise_overrides=_per_kind_overrides(
                 {k: (settings if k in settings.kinds else before) for k in DENOISER_KINDS}))
     out.mkdir(parents=True, exist_ok=True)
