@@ -127,10 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True,
                    help="output file (one input) or folder (several inputs: <name>_denoised.<ext> in it)")
     p.add_argument("--work-dir", default=None,
-                   help="checkpoints and logs (default: <output stem>_run/ beside the output)")
+                   help="checkpoints and logs (default: the output path minus its suffix, plus _run/; "
+                        "a folder holding another tomogram's or other settings' checkpoints is refused)")
     p.add_argument("--save-std", action="store_true", help="also write the per-voxel standard deviation over the passes")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--no-resume", action="store_true", help="start training afresh even if checkpoints exist")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start training afresh even if checkpoints exist (they are moved to a superseded_* subfolder)")
     _add_training_options(p)
 
     p = sub.add_parser("predict", formatter_class=_formatter, help="denoise with an already trained checkpoint",
@@ -239,7 +241,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_denoise(args) -> int:
-    from cet_monai.engines import SaveTomogramd, latest_checkpoint
+    from cet_monai.engines import SaveTomogramd, latest_checkpoint, volume_stem, work_dir_for
     from cet_monai.io import read_volume
     from cet_monai.workflows import predict, train
 
@@ -252,7 +254,10 @@ def cmd_denoise(args) -> int:
     written = []
     for i, path in enumerate(inputs, 1):
         out_path = saver.output_path(path)
-        work = Path(args.work_dir) / Path(path).stem if args.work_dir and len(inputs) > 1 else Path(args.work_dir or f"{str(out_path).split('.')[0]}_run")
+        if args.work_dir:
+            work = Path(args.work_dir) / Path(volume_stem(path)).name if len(inputs) > 1 else Path(args.work_dir)
+        else:
+            work = Path(work_dir_for(out_path))
         _say(f"[{i}/{len(inputs)}] {path}: training ({args.method}) -> checkpoints in {work}/")
         t0 = time.perf_counter()
         train(args.method, tomogram=path, output_dir=str(work), resume=not args.no_resume, **overrides)

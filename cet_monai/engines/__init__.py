@@ -6,6 +6,7 @@ from monai.data import list_data_collate
 
 from .validation import NegatedLoss
 from .recipe import Recipe, inferer_from_recipe, load_recipe, network_from_recipe, sampler_from_recipe
+from .fingerprint import CheckpointMismatchError, RunFingerprint, volume_stem, work_dir_for
 from .data import LoadTomogramd, SaveTomogramd, TomogramSource, default_output_name
 from .handlers import (
     EarlyStopOnValidation,
@@ -46,6 +47,10 @@ def collate_single(batch: list) -> dict:
 
 __all__ = [
     "Recipe",
+    "CheckpointMismatchError",
+    "RunFingerprint",
+    "volume_stem",
+    "work_dir_for",
     "inferer_from_recipe",
     "load_recipe",
     "network_from_recipe",

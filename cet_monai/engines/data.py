@@ -24,6 +24,8 @@ from monai.transforms import MapTransform
 from cet_monai.io import VolumeHeader, check_output_path, check_volume, read_volume, write_volume
 from cet_monai.normalize import TomogramNormalizer
 
+from .fingerprint import volume_stem
+
 __all__ = ["TomogramSource", "LoadTomogramd", "SaveTomogramd", "default_output_name"]
 
 logger = logging.getLogger(__name__)
@@ -93,6 +95,11 @@ class TomogramSource:
             clean = reference if isinstance(reference, np.ndarray) else read_volume(reference, mmap=True, validate=True)[0]
             if clean.shape != raw.shape:
                 raise ValueError(f"reference shape {clean.shape} differs from the tomogram's {raw.shape}")
+        from .fingerprint import volume_fingerprint
+
+        self._fingerprint = volume_fingerprint(raw, self.header.voxel_size, self.path)
+        if self.simulation is not None:  # the default tomogram is made, not read: its options identify it
+            self._fingerprint["simulation"] = {k: repr(v) for k, v in sorted(dict(simulation or {}).items())}
         self.normalizer = TomogramNormalizer(*percentiles).fit(raw)
         self.image = self._normalised(raw)
         self.reference = None if clean is None else torch.as_tensor(np.asarray(clean, dtype=np.float32))[None]
@@ -114,6 +121,10 @@ class TomogramSource:
     def shape(self) -> tuple[int, int, int]:
         """(Z, Y, X) voxels."""
         return tuple(self.image.shape[1:])
+
+    def fingerprint(self) -> dict:
+        """What identifies this tomogram in a checkpoint (:func:`~cet_monai.engines.fingerprint.volume_fingerprint`)."""
+        return dict(self._fingerprint)
 
     @property
     def has_reference(self) -> bool:
@@ -290,7 +301,7 @@ class SaveTomogramd(MapTransform):
                                  overwrite=self.overwrite, dtype=self.dtype, inputs=[input_path])
                 if self.preview:
                     raw = source[b, 0] if source.dim() == 5 else source[0]
-                    png = out_path.with_name(out_path.name.split(".")[0] + ".png")
+                    png = Path(volume_stem(out_path) + ".png")
                     save_orthoslices(png, {"raw": raw.detach().cpu().numpy(), "denoised": volume}, voxel_size=header.voxel_size)
                 logger.info("wrote %s", out_path)
         return d

@@ -188,6 +188,13 @@ class ResumeFromCheckpoint:
     bundle can list it unconditionally: the first run starts fresh, a rerun after a kill
     continues the iteration count, optimiser, scheduler and random states.
 
+    When ``load_dict`` holds a ``"fingerprint"`` (:class:`~cet_monai.engines.RunFingerprint`),
+    the checkpoint's stored fingerprint must match the current run's (same tomogram, same
+    settings), else :class:`~cet_monai.engines.CheckpointMismatchError` is raised before anything
+    is loaded. With ``enabled=False`` (start afresh) earlier checkpoints in the folder are moved
+    into a ``superseded_<time>/`` subfolder, never deleted, so they cannot be mistaken for this
+    run's.
+
     The engine it is attached to is added to ``load_dict`` as ``engine_key`` (so a bundle need not
     reference the trainer from the trainer's own handler list, a reference cycle).
     """
@@ -199,12 +206,30 @@ class ResumeFromCheckpoint:
         self.map_location = map_location
         self.engine_key = engine_key
 
+    def _set_aside(self) -> None:
+        import shutil
+        import time
+
+        old = sorted(glob.glob(os.path.join(self.checkpoint_dir, "checkpoint*.pt")) + glob.glob(os.path.join(self.checkpoint_dir, "model_best.pt")))
+        if not old:
+            return
+        dest = os.path.join(self.checkpoint_dir, time.strftime("superseded_%Y%m%d-%H%M%S"))
+        os.makedirs(dest, exist_ok=True)
+        for path in old:
+            shutil.move(path, os.path.join(dest, os.path.basename(path)))
+        logger.warning("starting afresh: %d earlier checkpoint(s) moved to %s", len(old), dest)
+
     def attach(self, engine: Engine) -> None:
         if not self.enabled:
+            self._set_aside()
             return
         path = latest_checkpoint(self.checkpoint_dir)
         if path is None:
             return
+        fingerprint = self.load_dict.get("fingerprint")
+        if fingerprint is not None:
+            stored = torch.load(path, map_location="cpu", weights_only=True).get("fingerprint")
+            fingerprint.check(stored, path)
         logger.info("resuming from %s", path)
         load_dict = {**self.load_dict, self.engine_key: engine}
         CheckpointLoader(load_path=path, load_dict=load_dict, map_location=self.map_location).attach(engine)
