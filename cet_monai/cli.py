@@ -21,11 +21,12 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 DESCRIPTION = """\
 Self-supervised denoising of cryo-electron tomograms from ONE noisy tomogram: no clean
-ground truth, no second exposure, no even/odd halves. A small 3D U-Net with dropout is fitted
-to the tomogram itself, from pairs of images whose noise is independent (a complementary split
-of the measured Fourier coefficients, or the seed method's Fourier/real-space Bernoulli masks),
-then the whole tomogram is denoised by sliding windows averaged over several input versions and
-dropout passes.
+ground truth, no second exposure, no even/odd halves. The tomogram's noise power spectrum is
+estimated from the tomogram itself; a small 3D U-Net is fitted to pairs (y + z, y - z) made
+with noise z of that spectrum, whose noises are independent at every frequency (Noise2Noise
+from one tomogram, "recorrupted pairs"), and the whole tomogram is denoised by sliding windows
+averaged over several noise draws. The Fourier-space (complementary split, Bernoulli masks and
+pools) and real-space Bernoulli (Self2Self with dropout) methods are options.
 
 Start here:
   cet-monai demo                        simulate a tomogram with ground truth, denoise it, and
@@ -48,16 +49,18 @@ def _formatter(prog):
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("method and budget")
-    g.add_argument("--method", choices=["fourier", "real"], default="fourier",
-                   help="fourier: Noise2Noise from Fourier-masked copies of the tomogram (default); "
-                        "real: Self2Self with real-space Bernoulli masks")
+    g.add_argument("--method", choices=["recorrupted", "fourier", "real"], default="recorrupted",
+                   help="recorrupted: Noise2Noise from recorrupted pairs with the noise spectrum estimated "
+                        "from the tomogram (default); fourier: Noise2Noise from Fourier-masked copies of the "
+                        "tomogram; real: Self2Self with real-space Bernoulli masks and dropout")
     g.add_argument("--sampling", choices=["split", "patch", "pool"], default=None,
                    help="fourier method only: split = complementary masks over the measured coefficients "
-                        "(default, independent noise in input and target); patch = the seed method's masks "
-                        "per patch; pool = the seed method's pool of whole-tomogram samples")
-    g.add_argument("--preset", choices=["small", "seed"], default="small",
-                   help="network size: small trains in minutes on a CPU (default); seed is the seed "
-                        "method's 48-feature, 5-level U-Net for GPUs")
+                        "(its default); patch = Bernoulli blocks with a kept low-frequency ball and sign "
+                        "flips, per patch; pool = a pool of such masked whole-tomogram copies")
+    g.add_argument("--preset", choices=["small", "large"], default=None,
+                   help="network size instead of the method's own default (bundles/<method>/configs/train.yaml): "
+                        "small = 8-64 channels, 3 down-samplings, no dropout (CPU minutes); large = 48 channels "
+                        "at 6 levels, decoder dropout 0.3, 64-voxel patches (GPUs)")
     g.add_argument("--iterations", type=int, default=None, metavar="N",
                    help="training iterations (default: the bundle's budget)")
     g.add_argument("--patch-size", type=int, default=None, metavar="VOXELS",
@@ -86,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description=textwrap.dedent("""\
         Simulate a realistic tomogram with ground truth (lipid vesicles and a membrane sheet,
         macromolecular complexes, a +-60 deg tilt series with noise on every projection,
-        weighted back-projection; 64x128x128 voxels of 10 A, SNR 0.05), denoise it with the
-        Fourier method and the small network, and print PSNR and SSIM of the raw tomogram, the
+        weighted back-projection; 64x128x128 voxels of 10 A, SNR 0.05), denoise it (by default
+        with recorrupted pairs and the estimated noise spectrum), and print PSNR and SSIM of the raw tomogram, the
         best Gaussian filter (sigma chosen separately for each metric) and the denoised one
         against the clean reconstruction. Writes the volumes, a figure of orthogonal slices and
         a Markdown report into the output folder. Training takes 100 iterations of the small
@@ -198,15 +201,17 @@ def _training_overrides(args) -> dict:
     from cet_monai.networks import PRESETS
 
     o: dict = {}
+    for flag, value in (("--sampling", args.sampling), ("--tilt-range", args.tilt_range)):
+        if value is not None and args.method != "fourier":
+            raise CetMonaiError(f"{flag} applies to --method fourier only")
     if args.sampling is not None:
-        if args.method != "fourier":
-            raise CetMonaiError("--sampling applies to --method fourier only")
         o["sampling"] = args.sampling
-    preset = PRESETS[args.preset]
-    o["network_def#features"] = list(preset["features"])
-    o["network_def#dropout"] = preset["dropout"]
-    if args.preset == "seed" and args.patch_size is None:
-        o["patch_size"] = [64, 64, 64]
+    if args.preset is not None:
+        preset = PRESETS[args.preset]
+        o["network_def#features"] = list(preset["features"])
+        o["network_def#dropout"] = preset["dropout"]
+        if args.preset == "large" and args.patch_size is None:
+            o["patch_size"] = [64, 64, 64]
     for key, value in (("iterations", args.iterations), ("versions", args.versions), ("passes", args.passes), ("tilt_range", args.tilt_range)):
         if value is not None:
             o[key] = value

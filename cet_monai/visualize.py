@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["save_orthoslices", "orthoslices"]
+__all__ = ["save_orthoslices", "orthoslices", "save_noise_spectrum_plot"]
 
 
 def _to_numpy(a) -> np.ndarray:
@@ -151,6 +151,58 @@ def save_orthoslices(path, volumes: Mapping[str, object], voxel_size=None, title
         fig.savefig(tmp, format=fmt, dpi=dpi)
         os.replace(tmp, path)
     finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def save_noise_spectrum_plot(path, spectrum, reference=None, n_shells: int = 16) -> Path:
+    """Plot the radial profile of an estimated noise spectrum (and of the true noise, if known).
+
+    Args:
+        path: PNG to write (atomically).
+        spectrum: a :class:`~cet_monai.noise_spectrum.NoiseSpectrum`.
+        reference: the true noise ``(Z, Y, X)`` in the same units (a simulation's noisy - clean,
+            normalised), or ``None``: its periodogram is drawn beside the estimate, with their
+            ratio per shell.
+        n_shells: shells of ``|k|`` up to Nyquist.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cet_monai.noise_spectrum import periodogram, radial_profile
+
+    path = Path(path)
+    shape = reference.shape if reference is not None else spectrum.grid.shape
+    k, est = radial_profile(spectrum.on_grid(shape, rfft=False), n_shells)
+    ncols = 2 if reference is not None else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 3.6), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(k, est, marker="o", label="estimated from the tomogram")
+    if reference is not None:
+        _, true = radial_profile(periodogram(_to_numpy(reference)), n_shells)
+        ax.plot(k, true, marker="s", label="true noise (reference)")
+        ratio = axes[0, 1]
+        ratio.plot(k, est / np.maximum(true, 1e-12), marker="o")
+        ratio.axhline(1.0, color="k", lw=0.8)
+        ratio.set_xlabel("|k| (cycles/voxel)")
+        ratio.set_ylabel("estimated / true")
+        ratio.set_title("per-shell error")
+    ax.set_yscale("log")
+    ax.set_xlabel("|k| (cycles/voxel)")
+    ax.set_ylabel("noise power per voxel")
+    ax.set_title("noise power spectrum (shell means)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
         if tmp.exists():
             tmp.unlink()
     return path

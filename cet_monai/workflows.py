@@ -22,6 +22,7 @@ from cet_monai.errors import CetMonaiError
 
 __all__ = [
     "METHODS",
+    "METHOD_TITLES",
     "bundle_dir",
     "config_file",
     "make_workflow",
@@ -34,7 +35,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: method name -> bundle name
-METHODS = {"fourier": "fourier_denoising", "real": "real_denoising"}
+METHODS = {"recorrupted": "recorrupted_denoising", "fourier": "fourier_denoising", "real": "real_denoising"}
+#: method name -> what a report calls it
+METHOD_TITLES = {"recorrupted": "recorrupted pairs", "fourier": "Fourier masks", "real": "real-space Bernoulli masks", "n2n": "even/odd Noise2Noise"}
 
 
 def bundle_dir(name: str) -> Path:
@@ -78,11 +81,11 @@ def make_workflow(bundle: str, configs: Sequence[str] = ("train.yaml",), workflo
     return workflow
 
 
-def train(method: str = "fourier", tomogram=None, output_dir: str | os.PathLike = "runs", extra_configs: Sequence[str] = (), **overrides):
+def train(method: str = "recorrupted", tomogram=None, output_dir: str | os.PathLike = "runs", extra_configs: Sequence[str] = (), **overrides):
     """Fit the self-supervised model of ``method`` on one tomogram; returns the finished workflow.
 
     Args:
-        method: ``"fourier"`` or ``"real"``.
+        method: ``"recorrupted"`` (default), ``"fourier"`` or ``"real"``.
         tomogram: path, or ``None`` for the simulated default.
         output_dir: checkpoints, TensorBoard logs and previews go here.
         extra_configs: further config files of the bundle merged over ``train.yaml`` (e.g.
@@ -104,7 +107,7 @@ def train(method: str = "fourier", tomogram=None, output_dir: str | os.PathLike 
     return workflow
 
 
-def predict(inputs, checkpoint, output, method: str = "fourier", **overrides):
+def predict(inputs, checkpoint, output, method: str = "recorrupted", **overrides):
     """Denoise tomogram files with a trained checkpoint through the bundle's ``inference.yaml``.
 
     Args:
@@ -139,7 +142,7 @@ def denoise_with_network(network, image: torch.Tensor, inferer) -> np.ndarray:
 
 def denoise_volume(
     noisy: np.ndarray,
-    method: str = "fourier",
+    method: str = "recorrupted",
     output_dir: str | os.PathLike | None = None,
     seed: int = 0,
     even: np.ndarray | None = None,
@@ -149,7 +152,7 @@ def denoise_volume(
 ) -> np.ndarray:
     """Denoise an in-memory ``(Z, Y, X)`` volume; returns it on the input's intensity scale.
 
-    ``method`` is ``"fourier"``, ``"real"``, or ``"n2n"`` (Noise2Noise between the ``even`` and
+    ``method`` is ``"recorrupted"``, ``"fourier"``, ``"real"``, or ``"n2n"`` (Noise2Noise between the ``even`` and
     ``odd`` half tomograms, the cryoCARE-style upper bound, with the Fourier bundle's network
     and budget). Training runs through the bundle (``overrides`` as in :func:`train`); with no
     ``output_dir`` a temporary folder is used and removed. A ``timings`` dict receives the

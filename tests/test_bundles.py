@@ -1,4 +1,4 @@
-"""The two denoising bundles through MONAI's own bundle machinery.
+"""The denoising bundles through MONAI's own bundle machinery.
 
 Training and inference end to end (ConfigWorkflow and ``python -m monai.bundle run``), MONAI's
 property checks, ``verify_net_in_out``, metadata against the vendored schema, a ``network_def``
@@ -22,7 +22,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-BUNDLES = ["fourier_denoising", "real_denoising"]
+BUNDLES = ["recorrupted_denoising", "fourier_denoising", "real_denoising"]
+#: bundles trained on the simulated default in the end-to-end test (validation: PSNR against its clean reference)
+ON_SIMULATION = ("recorrupted_denoising", "fourier_denoising")
+METHOD = {"recorrupted_denoising": "recorrupted", "fourier_denoising": "fourier", "real_denoising": "real"}
 SCHEMA = Path(__file__).resolve().parent / "data" / "meta_schema.json"
 
 # tiny budget: 16 x 32 x 32 simulated tomogram (fast mode), 16-voxel patches, 2 iterations per epoch
@@ -37,7 +40,7 @@ TINY = {
     "progress": False,
     "network_def#features": [8, 16, 16],
 }
-MARGIN = {"fourier_denoising": {"margin": 4}, "real_denoising": {}}
+MARGIN = {"recorrupted_denoising": {"margin": 4}, "fourier_denoising": {"margin": 4}, "real_denoising": {}}
 
 
 def configs(bundle: str, name: str = "train.yaml") -> str:
@@ -154,8 +157,8 @@ def test_train_then_infer_end_to_end(bundle, tmp_path, tomogram_file):
     """
     from cet_monai.io import read_volume
 
-    features = [8, 16, 16] if bundle == "fourier_denoising" else [4, 8, 8, 8]
-    extra = {} if bundle == "fourier_denoising" else {"tomogram": str(tomogram_file)}
+    features = [8, 16, 16] if bundle in ON_SIMULATION else [4, 8, 8, 8]
+    extra = {} if bundle in ON_SIMULATION else {"tomogram": str(tomogram_file)}
     out = tmp_path / "run"
     wf = workflow(bundle, output_dir=str(out), iterations=4, **{**TINY, **MARGIN[bundle], **extra, "network_def#features": features})
     wf.initialize()
@@ -163,7 +166,7 @@ def test_train_then_infer_end_to_end(bundle, tmp_path, tomogram_file):
     wf.run()
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
     score = evaluator.state.metrics["val_quality"]
-    if bundle == "fourier_denoising":
+    if bundle in ON_SIMULATION:
         assert score > 5.0  # PSNR in dB against the clean reference
         assert "val_ssim" in evaluator.state.metrics
     else:
@@ -177,7 +180,7 @@ def test_train_then_infer_end_to_end(bundle, tmp_path, tomogram_file):
     assert tuple(ckpt["network"]["encoders.0.0.conv.weight"].shape) == (features[0], 1, 3, 3, 3)
     assert sum(k.startswith("encoders.") and k.endswith(".0.conv.weight") for k in ckpt["network"]) == len(features)
     assert ckpt["recipe"]["network_args"]["features"] == features
-    assert ckpt["recipe"]["method"] == ("fourier" if bundle == "fourier_denoising" else "real")
+    assert ckpt["recipe"]["method"] == METHOD[bundle]
     assert (out / "model_best.pt").is_file() and (out / "preview.png").is_file()
     assert glob.glob(str(out / "tensorboard" / "events.*"))
 

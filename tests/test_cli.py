@@ -99,7 +99,7 @@ def test_demo_runs_at_a_tiny_budget(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--shape", "16", "32", "32"] + TINY) == EXIT_OK
     report = (out / "report.md").read_text()
-    assert "| raw |" in report and "Gaussian" in report and "denoised (fourier)" in report
+    assert "| raw |" in report and "Gaussian" in report and "denoised (recorrupted pairs)" in report
     for f in ("denoised.mrc", "comparison.png", "scores.json"):
         assert (out / f).exists()
     assert main(["demo", "-o", str(out), "--shape", "16", "32", "32"] + TINY) == EXIT_USAGE

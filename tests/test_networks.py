@@ -8,9 +8,9 @@ def test_presets_build_and_keep_shape():
     small = network_from_preset("small")
     x = torch.randn(2, 1, 16, 16, 16)
     assert small(x).shape == x.shape
-    seed = network_from_preset("seed")
-    assert seed.divisor == 32 and len(PRESETS["seed"]["features"]) == 6
-    assert all(c.out_channels == 48 for c in [seed.encoders[0][0].conv])
+    large = network_from_preset("large")
+    assert large.divisor == 32 and len(PRESETS["large"]["features"]) == 6
+    assert all(c.out_channels == 48 for c in [large.encoders[0][0].conv])
 
 
 def test_dropout_only_in_decoder():

@@ -126,6 +126,13 @@ class TomogramSource:
         """What identifies this tomogram in a checkpoint (:func:`~cet_monai.engines.fingerprint.volume_fingerprint`)."""
         return dict(self._fingerprint)
 
+    def noise_reference(self) -> np.ndarray | None:
+        """The true noise of the normalised tomogram, ``(Z, Y, X)``, when a clean reference is known
+        (normalised image minus the normalised reference); else ``None``."""
+        if self.reference is None:
+            return None
+        return self.image[0].numpy() - self.normalizer.transform(self.reference[0].numpy()).astype(np.float32)
+
     @property
     def has_reference(self) -> bool:
         return self.reference is not None

@@ -27,8 +27,9 @@ __all__ = ["CheckpointMismatchError", "RunFingerprint", "volume_fingerprint", "s
 SAMPLE_RUNS, RUN_VOXELS = 64, 4096
 #: bytes of the file start hashed: every supported format keeps its header there (MRC 1024 + extended, NIfTI 348)
 HEADER_BYTES = 4096
-#: inference-only settings a resume may change (K, T, the inference seed of a whole-tomogram split)
-_INFERENCE_ONLY = ("num_versions", "passes", "seed", "progress")
+#: settings a resume may change (inference-only: K, T, the inference seed of a whole-tomogram split)
+#: or that follow from the tomogram itself (its estimated noise spectrum)
+_INFERENCE_ONLY = ("num_versions", "passes", "seed", "progress", "spectrum")
 
 
 class CheckpointMismatchError(CetMonaiError):

@@ -2,6 +2,9 @@
 
 * :class:`BernoulliSampler` (real space, Self2Self): ``K`` copies ``b_k * x`` with Bernoulli
   masks; estimate ``z = 1/(K*T) sum f_t(b_k * x)``.
+* :class:`RecorruptedSampler` (recorrupted pairs): ``K`` copies ``x + a z_k`` with noise ``z_k``
+  of the tomogram's noise spectrum, drawn per window on the window plus a margin; estimate = the
+  mean of the ``K*T`` predictions.
 * :class:`FourierSampler` (Fourier space): ``K`` Fourier versions of each window, made in the
   window's own spectrum (memory stays bounded by the window batch).
 
@@ -25,7 +28,7 @@ from cet_monai.transforms import bernoulli_versions, combine_split_predictions, 
 
 from .mc_inferer import WindowSampler
 
-__all__ = ["BernoulliSampler", "FourierSampler"]
+__all__ = ["BernoulliSampler", "FourierSampler", "RecorruptedSampler"]
 
 
 class BernoulliSampler(WindowSampler):
@@ -77,3 +80,38 @@ class FourierSampler(WindowSampler):
                 shared_mask=aux.shared_mask,
             )
         return mean_over_passes.mean(dim=0) / aux.target_scale
+
+
+class RecorruptedSampler(WindowSampler):
+    """``K`` recorrupted copies ``x + a z_k`` of each window (:mod:`cet_monai.transforms.recorrupt`).
+
+    Args:
+        spectrum: the :class:`~cet_monai.noise_spectrum.NoiseSpectrum` the network was trained
+            with (or its ``state_dict()``, as a checkpoint stores it).
+        num_versions: K, noise draws per window.
+        alpha: ``a`` of training.
+        margin: voxels added on each side of the window where the noise is drawn (then cropped),
+            so the FFT's periodic wrap-around does not correlate the noise across window edges.
+    """
+
+    def __init__(self, spectrum, num_versions: int = 8, alpha: float = 1.0, margin: int = 8):
+        from cet_monai.noise_spectrum import NoiseSpectrum
+
+        if int(num_versions) < 1:
+            raise ValueError(f"num_versions must be >= 1, got {num_versions}")
+        self.spectrum = spectrum if isinstance(spectrum, NoiseSpectrum) else NoiseSpectrum.from_state_dict(spectrum)
+        self.num_versions = int(num_versions)
+        self.alpha = float(alpha)
+        self.margin = int(margin)
+        self.config = {"spectrum": self.spectrum.state_dict(), "num_versions": self.num_versions, "alpha": self.alpha, "margin": self.margin}
+
+    def versions(self, windows, generator):
+        from cet_monai.transforms import colored_noise
+
+        k, m = self.num_versions, self.margin
+        shape = (k,) + tuple(windows.shape[:2]) + tuple(s + 2 * m for s in windows.shape[2:])
+        white = torch.randn(shape, generator=generator, device=generator.device).to(windows.device)
+        z = colored_noise(white, self.spectrum)
+        if m:
+            z = z[..., m:-m, m:-m, m:-m]
+        return windows.unsqueeze(0) + self.alpha * z, None

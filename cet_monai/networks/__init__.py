@@ -4,7 +4,7 @@ Presets (keyword arguments of :class:`DropoutUNet`):
 
 * ``small``: trains in minutes on 2 CPU cores; 3 down-samplings, 8-64 channels, no dropout
   (measured on the simulated default: dropout slowed the short CPU training, see docs/denoising.md).
-* ``seed``: the seed method's network for GPUs; 48 channels at every level, 5 down-samplings,
+* ``large``: the Self2Self paper's network for GPUs; 48 channels at every level, 5 down-samplings,
   dropout 0.3 in the decoder (patches must be multiples of 32 voxels).
 """
 
@@ -14,12 +14,14 @@ from .unet import DropoutUNet
 
 PRESETS: dict[str, dict] = {
     "small": {"features": (8, 16, 32, 64), "dropout": 0.0, "norm": None},
-    "seed": {"features": (48, 48, 48, 48, 48, 48), "dropout": 0.3, "norm": None},
+    "large": {"features": (48, 48, 48, 48, 48, 48), "dropout": 0.3, "norm": None},
 }
 
 
 def network_from_preset(preset: str = "small", **overrides) -> DropoutUNet:
     """A :class:`DropoutUNet` from a preset name, with any keyword overridden."""
+    if preset == "seed":
+        raise ValueError("network preset 'seed' is now called 'large'")
     if preset not in PRESETS:
         raise ValueError(f"unknown network preset {preset!r}; choose one of {sorted(PRESETS)}")
     return DropoutUNet(**{**PRESETS[preset], **overrides})

@@ -6,6 +6,9 @@
   :class:`RandFourierPaird` (modes ``"pool"``, ``"patch"``, ``"split"``),
   :class:`FourierSamplePool`, :func:`missing_wedge_mask`, :func:`fourier_versions`,
   :func:`combine_split_predictions`.
+* Recorrupted pairs (Noise2Noise from one tomogram and its noise spectrum, the default):
+  :class:`RandRecorruptedPair`, :class:`RandRecorruptedPaird`, :func:`colored_noise`, with
+  :mod:`cet_monai.noise_spectrum`.
 * Shared: :class:`RandTomogramPatchd` (even patch coverage, specimen mask, margins) and
   :class:`RandWedgeFlipd` (wedge-preserving flips).
 
@@ -39,6 +42,7 @@ from .fourier import (
 )
 from .patches import PATCH_MARGIN_KEY, PATCH_SIZE_KEY, PATCH_START_KEY, RandTomogramPatchd, tiling_positions
 from .pool import FourierSamplePool
+from .recorrupt import RandRecorruptedPair, RandRecorruptedPaird, colored_noise
 from .spatial import RandWedgeFlipd
 from ._utils import hermitian_symmetrize, is_hermitian_consistent
 
@@ -63,6 +67,9 @@ __all__ = [
     "split_scales",
     "split_weights",
     "FourierSamplePool",
+    "RandRecorruptedPair",
+    "RandRecorruptedPaird",
+    "colored_noise",
     "RandTomogramPatchd",
     "tiling_positions",
     "PATCH_START_KEY",

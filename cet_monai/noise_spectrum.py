@@ -1,0 +1,299 @@
+"""The noise power spectrum P(k) of one tomogram, estimated from the tomogram alone.
+
+Recorrupted pairs (:mod:`cet_monai.transforms.recorrupt`) need noise with the tomogram's own
+spectrum. A reconstruction's noise is stationary (the same statistics in every region of the
+volume) and close to independent per Fourier coefficient, but its spectrum depends on the
+reconstruction (weighted back-projection: a ramp; SIRT-like filters: a roll-off; binning,
+CTF correction, the missing wedge): nothing here assumes a shape for it.
+
+The estimator (:func:`estimate_noise_spectrum`):
+
+1. cuts the tomogram into overlapping cubes (``block`` voxels, half overlap, at most
+   ``max_blocks`` of them, chosen evenly), removes each cube's mean and applies a 3D Hann window;
+2. takes each cube's periodogram ``|FFT(w x_b)|^2 / sum(w^2)`` and averages it over the
+   ``3 x 3 x 3`` neighbouring frequencies (less variance per cube);
+3. keeps, at every frequency separately, a low ``quantile`` over the cubes: the signal (membranes,
+   particles) is strong in some cubes and weak in others, the noise is the same in all, so the
+   quietest cubes at that frequency are the closest to noise alone;
+4. divides by the bias of steps 1-3 measured on white noise put through exactly the same steps
+   (a calibration run, not a constant): the result is unbiased where noise dominates the quiet
+   cubes;
+5. finds where that holds: in a shell of frequencies where only noise varies, the spread of the
+   cube powers (upper to lower quantile) is that of the white calibration noise; where signal
+   varies from cube to cube it is wider. Below the lowest noise-dominated shell ``k0`` (the
+   lowest frequencies, where even the quietest cubes hold signal and the quantile is too high)
+   the estimate is capped by a ramp-like extension from ``k0``, direction by direction.
+
+``benchmarks/noise_spectrum.py`` measures the per-shell error on several reconstructions.
+
+Units: ``P`` is per voxel and per Fourier coefficient, normalised so that the variance of noise
+with spectrum ``P`` on any grid is the mean of ``P`` over that grid (``P = 1`` everywhere is
+white noise of variance 1). Frequencies are in cycles per voxel (Nyquist 0.5) along each axis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends
+from scipy import ndimage
+
+from cet_monai.errors import CetMonaiError
+
+__all__ = [
+    "NoiseSpectrum",
+    "estimate_noise_spectrum",
+    "periodogram",
+    "radial_profile",
+    "EstimateNoiseSpectrum",
+    "EstimateNoiseSpectrumd",
+    "NOISE_SPECTRUM_KEY",
+]
+
+#: metadata key under which :class:`EstimateNoiseSpectrumd` stores the estimate
+NOISE_SPECTRUM_KEY = "noise_spectrum"
+
+
+class NoiseSpectrum:
+    """A noise power spectrum sampled on a ``(b, b, b)`` grid of frequencies, usable on any grid.
+
+    Args:
+        grid: ``(bz, by, bx)`` values of ``P`` at ``numpy.fft.fftfreq`` frequencies of the block
+            (unshifted FFT order), per voxel (see the module docstring for units).
+        info: how it was made (estimator settings), stored with it.
+
+    :meth:`on_grid` interpolates it (trilinear, periodic in frequency) to the frequencies of
+    another shape, e.g. a training patch with its margin or an inference window.
+    """
+
+    def __init__(self, grid, info: Mapping | None = None) -> None:
+        grid = np.asarray(grid, dtype=np.float64)
+        if grid.ndim != 3 or min(grid.shape) < 2:
+            raise ValueError(f"noise spectrum grid must be 3D, got shape {grid.shape}")
+        if not np.all(np.isfinite(grid)) or np.any(grid < 0):
+            raise ValueError("noise spectrum must be finite and non-negative")
+        self.grid = grid
+        self.info = dict(info or {})
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    @property
+    def variance(self) -> float:
+        """Per-voxel variance of noise with this spectrum."""
+        return float(self.grid.mean())
+
+    def on_grid(self, shape: Sequence[int], rfft: bool = True) -> np.ndarray:
+        """``P`` at the FFT frequencies of ``shape`` (Z, Y, X): ``(Z, Y, X // 2 + 1)`` for an rfft grid
+        (``rfft=True``), else ``(Z, Y, X)``; float32."""
+        key = (tuple(int(s) for s in shape), bool(rfft))
+        if key not in self._cache:
+            b = np.array(self.grid.shape, dtype=np.float64)
+            axes = [np.fft.fftfreq(n) for n in key[0]]
+            if rfft:
+                axes[-1] = np.fft.rfftfreq(key[0][-1])
+            # frequency f on the block grid sits at index f * b (mod b): wrap-around interpolation
+            coords = np.meshgrid(*[np.mod(a * bi, bi) for a, bi in zip(axes, b)], indexing="ij")
+            values = ndimage.map_coordinates(self.grid, coords, order=1, mode="grid-wrap")
+            self._cache[key] = np.maximum(values, 0).astype(np.float32)
+        return self._cache[key]
+
+    def scaled(self, factor: float) -> "NoiseSpectrum":
+        return NoiseSpectrum(self.grid * float(factor), {**self.info, "scaled": float(factor) * self.info.get("scaled", 1.0)})
+
+    def state_dict(self) -> dict:
+        """Tensors and plain values only, so checkpoints load with ``torch.load(weights_only=True)``."""
+        return {"grid": torch.as_tensor(self.grid, dtype=torch.float32), "info": {k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))}}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping) -> "NoiseSpectrum":
+        grid = state["grid"]
+        return cls(grid.numpy() if isinstance(grid, torch.Tensor) else grid, state.get("info"))
+
+    def load_state_dict(self, state: Mapping) -> None:
+        other = NoiseSpectrum.from_state_dict(state)
+        self.grid, self.info, self._cache = other.grid, other.info, {}
+
+
+def _hann(n: int) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(n) + 0.5) / n)
+
+
+def _block_starts(n: int, block: int) -> np.ndarray:
+    if n <= block:
+        return np.array([0])
+    count = int(math.ceil((n - block) / (block // 2))) + 1
+    return np.unique(np.linspace(0, n - block, count).round().astype(np.int64))
+
+
+def _cube_spectra(volume: np.ndarray, starts: np.ndarray, block: Sequence[int]) -> np.ndarray:
+    """Smoothed, windowed periodograms ``(n, bz, by, bx)`` of the cubes at ``starts`` (full FFT grid)."""
+    bz, by, bx = block
+    window = _hann(bz)[:, None, None] * _hann(by)[None, :, None] * _hann(bx)[None, None, :]
+    norm = float((window**2).sum())
+    spectra = np.empty((len(starts), bz, by, bx), dtype=np.float32)
+    for i, (z, y, x) in enumerate(starts):
+        cube = np.asarray(volume[z : z + bz, y : y + by, x : x + bx], dtype=np.float64)
+        cube = (cube - cube.mean()) * window
+        power = np.abs(np.fft.fftn(cube)) ** 2 / norm
+        # averaging the 27 neighbouring frequencies (periodic in frequency) lowers the spread
+        spectra[i] = ndimage.uniform_filter(power, size=3, mode="wrap")
+    return spectra
+
+
+def _quantiles(spectra: np.ndarray, quantile: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frequency ``quantile`` and ``1 - quantile`` over cubes (float64)."""
+    lo, hi = np.quantile(spectra, [quantile, 1.0 - quantile], axis=0)
+    return lo.astype(np.float64), hi.astype(np.float64)
+
+
+def _shell_index(shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``|k|`` (cycles/voxel) of a full FFT grid and its shell index (shells 1/min(shape) wide)."""
+    k = np.sqrt(sum(np.meshgrid(*[np.fft.fftfreq(n) ** 2 for n in shape], indexing="ij")))
+    return k, np.floor(k * min(shape)).astype(np.int64)
+
+
+def estimate_noise_spectrum(
+    volume,
+    block: int = 32,
+    quantile: float = 0.2,
+    max_blocks: int = 1024,
+    spread_tolerance: float = 1.25,
+    low_frequency_exponent: float = 1.0,
+    seed: int = 0,
+) -> NoiseSpectrum:
+    """Estimate the noise power spectrum of one ``(Z, Y, X)`` tomogram (see the module docstring).
+
+    Args:
+        volume: the tomogram (numpy array, memmap or tensor), in the units the noise is wanted in
+            (normally the normalised tomogram the network is trained on).
+        block: cube edge in voxels (shrunk to the volume's size along thinner axes; at least 8).
+        quantile: the per-frequency quantile over cubes (lower: less signal, more variance).
+        max_blocks: most cubes used (evenly chosen), bounding time and memory for large tomograms.
+        spread_tolerance: a shell of frequencies counts as noise-dominated when the spread of
+            its cube powers (the ``1 - quantile`` to ``quantile`` ratio) is at most this many times
+            the spread of white noise (signal varies from cube to cube, noise does not).
+        low_frequency_exponent: below the lowest noise-dominated shell ``k0`` the estimate is
+            capped, direction by direction, by its value at ``k0`` times ``(|k| / k0) **
+            exponent``: ``1`` is the ramp of back-projection-type reconstructions (weighted
+            back-projection, SIRT-like filters, binning); ``0`` caps at a flat extension. A cap
+            that is too low lets a little noise through where the signal dominates anyway; one
+            that is too high destroys signal, so the cap errs low.
+        seed: chooses the cubes when there are more than ``max_blocks``, and the calibration noise.
+
+    Returns:
+        a :class:`NoiseSpectrum` on the ``block`` grid; ``info`` records the settings, the
+        calibration and ``k0``.
+    """
+    if isinstance(volume, torch.Tensor):
+        volume = volume.detach().cpu().numpy()
+    volume = np.asarray(volume) if not isinstance(volume, np.ndarray) else volume
+    if volume.ndim == 4 and volume.shape[0] == 1:
+        volume = volume[0]
+    if volume.ndim != 3:
+        raise CetMonaiError(f"noise spectrum: expected a (Z, Y, X) volume, got shape {volume.shape}")
+    if not 0 < quantile < 0.5:
+        raise CetMonaiError(f"noise spectrum: quantile must be in (0, 0.5), got {quantile}")
+    shape = tuple(min(int(block), n) for n in volume.shape)
+    if min(shape) < 8:
+        raise CetMonaiError(f"noise spectrum: the volume {volume.shape} is too thin (every axis needs >= 8 voxels)")
+    rng = np.random.default_rng(seed)
+    starts = np.stack(np.meshgrid(*[_block_starts(n, b) for n, b in zip(volume.shape, shape)], indexing="ij"), -1).reshape(-1, 3)
+    if len(starts) > max_blocks:
+        starts = starts[np.sort(rng.choice(len(starts), max_blocks, replace=False))]
+    lo, hi = _quantiles(_cube_spectra(volume, starts, shape), quantile)
+    # calibration: the same statistics of white noise of variance 1 (whose true spectrum is 1),
+    # from as many disjoint cubes as the tomogram gave (at least 64)
+    n_cal = max(64, len(starts))
+    white = rng.standard_normal((n_cal * shape[0], shape[1], shape[2])).astype(np.float32)
+    cal_starts = np.stack([np.arange(n_cal) * shape[0], np.zeros(n_cal, int), np.zeros(n_cal, int)], -1)
+    wlo, whi = _quantiles(_cube_spectra(white, cal_starts, shape), quantile)
+    bias = float(np.median(wlo.reshape(-1)[1:]))  # DC is removed with each cube's mean
+    white_spread = float(np.median((whi / np.maximum(wlo, 1e-30)).reshape(-1)[1:]))
+    grid = lo / bias
+    # which shells are noise-dominated: the spread of cube powers is that of noise alone
+    k, shell = _shell_index(shape)
+    spread = (hi / np.maximum(lo, 1e-30)) / white_spread
+    n_shells = min(shape) // 2
+    shell_spread = np.array([np.median(spread[shell == i]) if np.any(shell == i) else np.inf for i in range(n_shells)])
+    ok = shell_spread <= spread_tolerance
+    first = next((i for i in range(1, n_shells - 1) if ok[i] and ok[i + 1]), None)
+    k0 = float("nan")
+    if first is not None and first > 1:
+        k0 = first / min(shape)
+        low = (k < k0) & (k > 0)
+        # the estimate at radius k0 in the same direction, by periodic trilinear interpolation
+        scale = k0 / np.where(low, k, 1.0)
+        b = np.array(shape, dtype=np.float64)[:, None]
+        freqs = np.stack(np.meshgrid(*[np.fft.fftfreq(n) for n in shape], indexing="ij")).reshape(3, -1)
+        at_k0 = ndimage.map_coordinates(grid, np.mod(freqs * scale.reshape(1, -1) * b, b), order=1, mode="grid-wrap").reshape(shape)
+        cap = at_k0 * (k / k0) ** float(low_frequency_exponent)
+        grid = np.where(low, np.minimum(grid, cap), grid)
+    # DC: the cubes' means were removed; take the mean of the DC neighbours instead
+    neighbours = [grid[(1, 0, 0)], grid[(-1, 0, 0)], grid[(0, 1, 0)], grid[(0, -1, 0)], grid[(0, 0, 1)], grid[(0, 0, -1)]]
+    grid[0, 0, 0] = float(np.mean(neighbours))
+    info = {"estimator": "block_quantile", "block": int(block), "quantile": float(quantile), "max_blocks": int(max_blocks),
+            "n_blocks": int(len(starts)), "calibration_bias": bias, "white_spread": white_spread,
+            "spread_tolerance": float(spread_tolerance), "low_frequency_exponent": float(low_frequency_exponent),
+            "k0": k0, "seed": int(seed)}
+    return NoiseSpectrum(grid, info)
+
+
+def periodogram(volume) -> np.ndarray:
+    """``|FFT(x - mean)|^2 / n_voxels`` of a whole ``(Z, Y, X)`` volume (full grid), in the units of
+    :class:`NoiseSpectrum` (the true spectrum of a simulation's noise, for comparison)."""
+    x = np.asarray(volume, dtype=np.float64)
+    return np.abs(np.fft.fftn(x - x.mean())) ** 2 / x.size
+
+
+def radial_profile(power: np.ndarray, n_shells: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of a full-grid ``power`` spectrum in ``n_shells`` shells of ``|k|`` up to Nyquist.
+
+    Returns ``(shell centres in cycles/voxel, means)``; frequencies normalised per axis.
+    """
+    k = np.sqrt(sum(np.meshgrid(*[np.fft.fftfreq(n) ** 2 for n in power.shape], indexing="ij")))
+    edges = np.linspace(0, 0.5, n_shells + 1)
+    idx = np.digitize(k.reshape(-1), edges) - 1
+    ok = (idx >= 0) & (idx < n_shells)
+    sums = np.bincount(idx[ok], weights=power.reshape(-1)[ok], minlength=n_shells)
+    counts = np.bincount(idx[ok], minlength=n_shells)
+    return 0.5 * (edges[1:] + edges[:-1]), sums / np.maximum(counts, 1)
+
+
+class EstimateNoiseSpectrum(Transform):
+    """Array transform: ``(C, Z, Y, X)`` or ``(Z, Y, X)`` tomogram -> its :class:`NoiseSpectrum`
+    (:func:`estimate_noise_spectrum`; the first channel is used)."""
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, block: int = 32, quantile: float = 0.2, max_blocks: int = 1024, spread_tolerance: float = 1.25,
+                 low_frequency_exponent: float = 1.0, seed: int = 0) -> None:
+        self.kwargs = {"block": block, "quantile": quantile, "max_blocks": max_blocks, "spread_tolerance": spread_tolerance,
+                       "low_frequency_exponent": low_frequency_exponent, "seed": seed}
+
+    def __call__(self, img) -> NoiseSpectrum:
+        x = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+        if x.ndim == 4:
+            x = x[0]
+        return estimate_noise_spectrum(x, **self.kwargs)
+
+
+class EstimateNoiseSpectrumd(MapTransform):
+    """Dictionary transform: stores the :class:`NoiseSpectrum` of ``d[key]`` as ``d[spectrum_key]``
+    (default ``"noise_spectrum"``), for :class:`~cet_monai.transforms.RandRecorruptedPaird`."""
+
+    backend = EstimateNoiseSpectrum.backend
+
+    def __init__(self, keys: KeysCollection, spectrum_key: str = NOISE_SPECTRUM_KEY, allow_missing_keys: bool = False, **kwargs) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.spectrum_key = spectrum_key
+        self.estimator = EstimateNoiseSpectrum(**kwargs)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.spectrum_key] = self.estimator(d[key])
+        return d

@@ -1,0 +1,214 @@
+"""Recorrupted pairs: Noise2Noise from one tomogram, given its noise power spectrum.
+
+A tomogram ``y = x + n`` has noise ``n`` with power spectrum ``P(k)``
+(:func:`cet_monai.noise_spectrum.estimate_noise_spectrum`). Draw ``z`` with the same spectrum
+(white noise, FFT, times ``sqrt(P)``, inverse FFT) and form the pair
+
+    input  = y + a z,        target = y - z / a.
+
+For Gaussian noise with the right spectrum the input's noise ``n + a z`` and the target's
+``n - z / a`` are uncorrelated at every frequency (``E[(n + a z)(n - z/a)] = P - P = 0``): the
+same signal with independent noise, so the plain MSE loss trains the network towards
+``E[x | y + a z]`` (Recorrupted-to-Recorrupted, Pang et al. CVPR 2021; Noisier2Noise, Moran et
+al. CVPR 2020). Inference averages ``f(y + a z_j)`` over a few draws ``z_j``
+(:class:`cet_monai.inferers.RecorruptedSampler`).
+
+The noise is drawn per patch (or per inference window) on the patch WITH its margin and the
+margin is cropped away, so the periodic wrap-around of the FFT never reaches the used voxels and
+memory stays bounded by the patch, whatever the tomogram's size.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms.traits import MultiSampleTrait
+from monai.utils import TransformBackends
+
+from cet_monai.noise_spectrum import NOISE_SPECTRUM_KEY, NoiseSpectrum
+
+from ._utils import get_meta_value, spatial_tuple, to_tensor, wrap_like
+
+__all__ = ["colored_noise", "RandRecorruptedPair", "RandRecorruptedPaird"]
+
+
+def colored_noise(white: torch.Tensor, spectrum: NoiseSpectrum) -> torch.Tensor:
+    """Noise with power spectrum ``spectrum`` from white noise ``white`` (``(..., Z, Y, X)``, unit
+    variance): ``irfftn(rfftn(white) * sqrt(P))`` on the last three axes, on ``white``'s device."""
+    shape = tuple(white.shape[-3:])
+    amplitude = torch.from_numpy(np.sqrt(spectrum.on_grid(shape, rfft=True))).to(white.device)
+    return torch.fft.irfftn(torch.fft.rfftn(white.float(), dim=(-3, -2, -1)) * amplitude, s=shape, dim=(-3, -2, -1))
+
+
+def _crop(x: torch.Tensor, margin: Sequence[int]) -> torch.Tensor:
+    if not any(margin):
+        return x
+    return x[(..., *[slice(m, x.shape[x.ndim - 3 + i] - m) for i, m in enumerate(margin)])]
+
+
+class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
+    """``num_samples`` recorrupted (input, target) pairs of one patch (see the module docstring).
+
+    Args:
+        spectrum: the tomogram's :class:`~cet_monai.noise_spectrum.NoiseSpectrum`, in the units
+            of the patches (normally the normalised tomogram); may also be passed per call.
+        alpha: ``a``: input ``y + a z``, target ``y - z / a``.
+        num_samples: pairs per call (M), each with its own noise draw.
+        margin: voxels cropped from each side of every spatial axis after the noise is added
+            (int or 3 ints); ``None``: read ``patch_margin`` from the image's metadata, else 0.
+        prob: probability that the transform applies; when it does not, the pair is ``(x, x)``
+            cropped (no information, as MONAI's ``prob`` means).
+        dtype: output dtype.
+
+    Input: ``img`` ``(C, Z', Y', X')`` (numpy or torch, any device). Output: a list of M
+    ``(input, target)`` tuples of ``(C, Z'-2m, Y'-2m, X'-2m)`` torch tensors on the input's
+    device (MetaTensors with the input's metadata, affine moved by the margin, when metadata is
+    tracked). The white noise is drawn from ``self.R`` in :meth:`randomize`, so
+    ``set_random_state`` makes the pairs reproducible; the FFTs run on the input's device.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        spectrum: NoiseSpectrum | None = None,
+        alpha: float = 1.0,
+        num_samples: int = 2,
+        margin: int | Sequence[int] | None = None,
+        prob: float = 1.0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        RandomizableTransform.__init__(self, prob)
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.spectrum = spectrum
+        self.alpha = float(alpha)
+        self.num_samples = int(num_samples)
+        self.margin = None if margin is None else spatial_tuple(margin, "margin")
+        self.dtype = dtype
+        self._white: np.ndarray | None = None
+
+    def randomize(self, data=None) -> None:
+        """Decide whether to apply (``prob``) and, given an image (or a spatial shape), draw the
+        ``(M, Z', Y', X')`` white noise of its pairs from ``self.R``."""
+        super().randomize(None)
+        self._white = None
+        if data is None or not self._do_transform:
+            return
+        shape = tuple(data.shape[-3:]) if hasattr(data, "shape") else tuple(int(s) for s in data)
+        self._white = self.R.standard_normal((self.num_samples, *shape)).astype(np.float32)
+
+    def _margin(self, img, margin) -> tuple[int, int, int]:
+        if margin is None:
+            margin = self.margin
+        if margin is None:
+            margin = get_meta_value(img, "patch_margin")
+        if margin is None:
+            return (0, 0, 0)
+        if isinstance(margin, torch.Tensor):
+            margin = margin.detach().cpu().numpy()
+        arr = np.asarray(margin).reshape(-1)
+        return tuple(int(v) for v in (arr if arr.size == 3 else np.repeat(arr[:1], 3)))
+
+    def __call__(self, img, margin=None, spectrum: NoiseSpectrum | None = None, randomize: bool = True) -> list[tuple]:
+        x, _ = to_tensor(img)
+        if x.ndim != 4:
+            raise ValueError(f"RandRecorruptedPair expects (C, Z, Y, X), got shape {tuple(x.shape)}")
+        margin = self._margin(img, margin)
+        if any(2 * m >= s for m, s in zip(margin, x.shape[1:])):
+            raise ValueError(f"margin {margin} leaves nothing of spatial shape {tuple(x.shape[1:])}")
+        spectrum = spectrum or self.spectrum
+        if randomize:
+            self.randomize(x)
+        x = x.float()
+        if not self._do_transform:
+            c = wrap_like(_crop(x, margin).to(self.dtype), img, crop_start=margin)
+            return [(c, c.clone()) for _ in range(self.num_samples)]
+        if spectrum is None:
+            raise ValueError("RandRecorruptedPair needs the noise spectrum (constructor or call argument)")
+        z = colored_noise(torch.from_numpy(self._white).to(x.device), spectrum)  # (M, Z', Y', X')
+        pairs = []
+        for j in range(self.num_samples):
+            zj = z[j][None]  # the same noise in every channel
+            inp = _crop(x + self.alpha * zj, margin).to(self.dtype)
+            tgt = _crop(x - zj / self.alpha, margin).to(self.dtype)
+            pairs.append((wrap_like(inp, img, crop_start=margin), wrap_like(tgt, img, crop_start=margin)))
+        return pairs
+
+
+class RandRecorruptedPaird(RandomizableTransform, MapTransform, MultiSampleTrait):
+    """Dictionary version of :class:`RandRecorruptedPair` (MONAI ``num_samples`` convention).
+
+    Consumes ``d[key]`` (one key), a patch ``(C, Z', Y', X')`` with its margin (read from
+    ``d["patch_margin"]`` or the image's metadata, as :class:`RandTomogramPatchd` writes it,
+    unless ``margin`` is given). The spectrum is the constructor's, else ``d[spectrum_key]``.
+    Returns a list of M dicts, copies of ``d`` with ``d[key]`` = input and ``d[label_key]`` =
+    target, both cropped to ``(C, Z'-2m, Y'-2m, X'-2m)``, so a standard ``SupervisedTrainer``
+    trains on them with ``MSELoss``.
+    """
+
+    backend = RandRecorruptedPair.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_key: str = "label",
+        spectrum: NoiseSpectrum | None = None,
+        spectrum_key: str = NOISE_SPECTRUM_KEY,
+        alpha: float = 1.0,
+        num_samples: int = 2,
+        margin: int | Sequence[int] | None = None,
+        prob: float = 1.0,
+        dtype: torch.dtype = torch.float32,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if len(self.keys) != 1:
+            raise ValueError(f"RandRecorruptedPaird takes exactly one key, got {self.keys}")
+        self.label_key = label_key
+        self.spectrum_key = spectrum_key
+        self.pairer = RandRecorruptedPair(spectrum=spectrum, alpha=alpha, num_samples=num_samples, margin=margin, prob=1.0, dtype=dtype)
+
+    @property
+    def num_samples(self) -> int:
+        return self.pairer.num_samples
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.pairer.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> list[dict]:  # type: ignore[override]
+        d = dict(data)
+        self.randomize(None)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return [deepcopy(d) for _ in range(self.num_samples)]
+        key = keys[0]
+        margin = self.pairer.margin if self.pairer.margin is not None else d.get("patch_margin")
+        spectrum = self.pairer.spectrum or d.get(self.spectrum_key)
+        if self._do_transform:
+            pairs = self.pairer(d[key], margin=margin, spectrum=spectrum)
+        else:  # MONAI's prob: the identity pair
+            self.pairer._do_transform = False
+            pairs = self.pairer(d[key], margin=margin, spectrum=spectrum, randomize=False)
+        out = []
+        for inp, tgt in pairs:
+            item = {k: deepcopy(v) for k, v in d.items() if k not in (key, self.spectrum_key)}
+            item[key] = inp
+            item[self.label_key] = tgt
+            if "patch_margin" in item:  # cropped away now
+                item["patch_margin"] = torch.zeros(3, dtype=torch.int64)
+            out.append(item)
+        return out

@@ -1,0 +1,113 @@
+"""The one-tomogram noise-spectrum estimator: calibration, known coloured noise, robustness to signal, units."""
+
+import numpy as np
+import pytest
+import torch
+
+from cet_monai.errors import CetMonaiError
+from cet_monai.noise_spectrum import (
+    EstimateNoiseSpectrum,
+    EstimateNoiseSpectrumd,
+    NoiseSpectrum,
+    estimate_noise_spectrum,
+    periodogram,
+    radial_profile,
+)
+from cet_monai.transforms import colored_noise
+
+SHAPE = (48, 64, 64)
+
+
+def _ramp(shape):
+    """A ramp-like spectrum that also differs between axes (|k| plus a kz^2 term), mean ~1."""
+    kz, ky, kx = np.meshgrid(*[np.fft.fftfreq(n) for n in shape], indexing="ij")
+    p = np.sqrt(kz**2 + ky**2 + kx**2) + 2 * kz**2
+    return p / p.mean()
+
+
+def _noise(spectrum_grid, seed=0, shape=SHAPE):
+    rng = np.random.default_rng(seed)
+    white = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    return colored_noise(white, NoiseSpectrum(spectrum_grid)).numpy()
+
+
+def _shell_ratio(est: NoiseSpectrum, true_grid, n_shells=8):
+    k, a = radial_profile(est.on_grid(true_grid.shape, rfft=False), n_shells)
+    _, b = radial_profile(true_grid, n_shells)
+    return k, a / b
+
+
+def test_white_noise_is_estimated_flat_at_its_variance():
+    x = np.random.default_rng(1).normal(0, 2.0, SHAPE).astype(np.float32)
+    est = estimate_noise_spectrum(x)
+    assert est.variance == pytest.approx(4.0, rel=0.08)
+    k, ratio = _shell_ratio(est, np.full(SHAPE, 4.0))
+    assert np.all(np.abs(ratio[1:] - 1) < 0.12), ratio
+
+
+def test_coloured_noise_per_shell():
+    true = _ramp(SHAPE)
+    est = estimate_noise_spectrum(_noise(true))
+    k, ratio = _shell_ratio(est, true)
+    # above the two lowest shells within 10 %; the cube's frequency resolution (1/32) and the
+    # 3x3x3 smoothing blur the ramp's zero at DC into the lowest shells
+    assert np.all(np.abs(ratio[2:] - 1) < 0.1), ratio
+    assert abs(ratio[1] - 1) < 0.25, ratio
+    # an uncalibrated quantile would be far off: the calibration matters
+    assert est.info["calibration_bias"] < 0.8
+
+
+def test_signal_in_some_cubes_barely_moves_the_estimate():
+    """Bright blobs in a third of the volume: the whole-volume periodogram is dominated by them at
+    low and mid frequencies, the per-frequency quantile over cubes is not."""
+    true = _ramp(SHAPE)
+    noise = _noise(true, seed=2)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij")
+    signal = np.zeros(SHAPE)
+    rng = np.random.default_rng(3)
+    for _ in range(12):
+        c = rng.uniform([4, 4, 4], [44, 60, 22])  # the blobs stay in x < 26
+        signal += 6.0 * np.exp(-((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) / (2 * 2.5**2))
+    y = (noise + signal).astype(np.float32)
+    est = estimate_noise_spectrum(y)
+    k, ratio = _shell_ratio(est, true)
+    _, naive = radial_profile(periodogram(y), 8)
+    _, truth = radial_profile(true, 8)
+    assert np.all(np.abs(ratio[k > 0.1] - 1) < 0.25), ratio
+    # the check can fail: where the naive whole-volume periodogram is 2x off, the estimate is within 25 %
+    off = (naive / truth > 2.0) & (k > 0.1)
+    assert off.any() and np.all(ratio[off] < 1.25)
+
+
+def test_noise_drawn_with_an_estimate_has_its_variance_on_any_grid():
+    est = NoiseSpectrum(_ramp((32, 32, 32)) * 3.0)
+    rng = np.random.default_rng(0)
+    for shape in ((48, 48, 48), (40, 56, 24)):
+        white = torch.from_numpy(rng.standard_normal((4, *shape)).astype(np.float32))
+        z = colored_noise(white, est)
+        assert float(z.var()) == pytest.approx(3.0, rel=0.1)
+
+
+def test_state_dict_round_trip_loads_weights_only(tmp_path):
+    est = estimate_noise_spectrum(np.random.default_rng(0).normal(size=(32, 32, 32)).astype(np.float32))
+    torch.save({"spectrum": est.state_dict()}, tmp_path / "s.pt")
+    back = NoiseSpectrum.from_state_dict(torch.load(tmp_path / "s.pt", weights_only=True)["spectrum"])
+    np.testing.assert_allclose(back.grid, est.grid, rtol=1e-6)
+    assert back.info["estimator"] == "block_quantile"
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(CetMonaiError, match="too thin"):
+        estimate_noise_spectrum(np.zeros((4, 64, 64), np.float32))
+    with pytest.raises(CetMonaiError, match="quantile"):
+        estimate_noise_spectrum(np.zeros((16, 16, 16), np.float32), quantile=0.7)
+    with pytest.raises(ValueError, match="non-negative"):
+        NoiseSpectrum(-np.ones((4, 4, 4)))
+
+
+def test_transforms_array_and_dict():
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 32, 32, 32)).astype(np.float32))
+    a = EstimateNoiseSpectrum(block=16)(x)
+    d = EstimateNoiseSpectrumd("image", block=16)({"image": x.numpy()})
+    np.testing.assert_allclose(a.grid, d["noise_spectrum"].grid)
+    assert a.grid.shape == (16, 16, 16)

@@ -1,0 +1,117 @@
+"""Recorrupted pairs: independent noise in input and target, seeding, margins, MONAI composition, inference sampler."""
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose
+
+from cet_monai.inferers.samplers import RecorruptedSampler
+from cet_monai.noise_spectrum import NoiseSpectrum
+from cet_monai.transforms import RandRecorruptedPair, RandRecorruptedPaird, RandTomogramPatchd, colored_noise
+
+
+def _spectrum(n=16, scale=1.0):
+    kz, ky, kx = np.meshgrid(*[np.fft.fftfreq(n)] * 3, indexing="ij")
+    p = np.sqrt(kz**2 + ky**2 + kx**2) + 0.05
+    return NoiseSpectrum(scale * p / p.mean())
+
+
+def _noisy(spectrum, shape=(24, 24, 24), seed=0):
+    white = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+    return colored_noise(white, spectrum)[None]  # (1, Z, Y, X): noise only, x = 0
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_input_and_target_noise_are_uncorrelated_with_the_right_spectrum(alpha):
+    """y = n (no signal): corr(n + a z, n - z / a) ~ 0 when z has n's spectrum; with a spectrum
+    twice too strong the correlation is clearly negative (the check can fail)."""
+    spec = _spectrum()
+
+    def mean_corr(s):
+        t = RandRecorruptedPair(spectrum=s, alpha=alpha, num_samples=4, margin=4).set_random_state(1)
+        cs = []
+        for seed in range(6):
+            for inp, tgt in t(_noisy(spec, seed=seed)):
+                cs.append(np.corrcoef(inp.numpy().ravel(), tgt.numpy().ravel())[0, 1])
+        return float(np.mean(cs))
+
+    assert abs(mean_corr(spec)) < 0.03
+    assert mean_corr(spec.scaled(2.0)) < -0.15
+
+
+def test_pairs_shapes_margin_and_difference():
+    spec = _spectrum()
+    x = torch.randn(1, 24, 24, 24)
+    pairs = RandRecorruptedPair(spectrum=spec, alpha=2.0, num_samples=3, margin=4).set_random_state(0)(x)
+    assert len(pairs) == 3
+    for inp, tgt in pairs:
+        assert inp.shape == tgt.shape == (1, 16, 16, 16)
+        # (input + a^2 target) / (1 + a^2) = ((y + a z) + a^2 (y - z / a)) / (1 + a^2) = y, the cropped patch
+        torch.testing.assert_close((inp + 4.0 * tgt) / 5.0, x[:, 4:-4, 4:-4, 4:-4], atol=1e-5, rtol=0)
+    assert not torch.allclose(pairs[0][0], pairs[1][0])
+
+
+def test_seeded_reproducible_and_numpy_input():
+    spec = _spectrum()
+    x = np.random.default_rng(0).normal(size=(1, 20, 20, 20)).astype(np.float32)
+    a = RandRecorruptedPair(spectrum=spec, num_samples=2).set_random_state(5)(x)
+    b = RandRecorruptedPair(spectrum=spec, num_samples=2).set_random_state(5)(torch.from_numpy(x))
+    c = RandRecorruptedPair(spectrum=spec, num_samples=2).set_random_state(6)(x)
+    torch.testing.assert_close(a[0][0], b[0][0])
+    assert not torch.allclose(a[0][0], c[0][0])
+
+
+def test_prob_zero_gives_the_identity_pair():
+    x = torch.randn(1, 16, 16, 16)
+    ((inp, tgt),) = RandRecorruptedPair(spectrum=_spectrum(), num_samples=1, prob=0.0)(x)
+    torch.testing.assert_close(inp, x)
+    torch.testing.assert_close(tgt, x)
+
+
+def test_dictionary_version_in_a_plain_monai_compose():
+    """Patches with margins, then pairs; MONAI's Compose.randomize and set_random_state work as with its own transforms."""
+    spec = _spectrum()
+    volume = MetaTensor(torch.randn(1, 32, 40, 40))
+
+    def chain(seed):
+        c = Compose([
+            RandTomogramPatchd("image", patch_size=16, num_samples=2, margin=4),
+            RandRecorruptedPaird("image", spectrum=spec, num_samples=2),
+        ], map_items=2)
+        c.set_random_state(seed)
+        return c
+
+    c = chain(0)
+    c.randomize(None)  # must not raise (MONAI catches TypeError only)
+    out = [item for items in chain(0)({"image": volume}) for item in items]
+    again = [item for items in chain(0)({"image": volume}) for item in items]
+    assert len(out) == 4
+    for item, other in zip(out, again):
+        assert item["image"].shape == item["label"].shape == (1, 16, 16, 16)
+        assert isinstance(item["image"], MetaTensor)
+        torch.testing.assert_close(item["image"].as_tensor(), other["image"].as_tensor())
+        assert int(torch.as_tensor(item["patch_margin"]).sum()) == 0
+
+
+def test_dictionary_version_reads_the_spectrum_from_the_item():
+    spec = _spectrum()
+    out = RandRecorruptedPaird("image", num_samples=1).set_random_state(0)({"image": torch.zeros(1, 16, 16, 16), "noise_spectrum": spec})
+    assert "noise_spectrum" not in out[0] and float(out[0]["image"].std()) > 0.5
+    with pytest.raises(ValueError, match="noise spectrum"):
+        RandRecorruptedPaird("image", num_samples=1)({"image": torch.zeros(1, 16, 16, 16)})
+
+
+def test_inference_sampler_draws_k_noise_versions_of_the_spectrum():
+    spec = _spectrum(scale=2.0)
+    sampler = RecorruptedSampler(spec.state_dict(), num_versions=6, alpha=0.5, margin=4)  # as a checkpoint stores it
+    windows = torch.zeros(3, 1, 16, 16, 16)
+    versions, _ = sampler.versions(windows, torch.Generator().manual_seed(0))
+    assert versions.shape == (6, 3, 1, 16, 16, 16)
+    assert float(versions.var()) == pytest.approx(0.25 * 2.0, rel=0.15)  # a^2 * variance
+    again, _ = sampler.versions(windows, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(versions, again)
+    preds = torch.randn(2, 6, 3, 1, 16, 16, 16)
+    torch.testing.assert_close(sampler.combine(preds, None), preds.mean(dim=(0, 1)))
+    with pytest.raises(ValueError):
+        RecorruptedSampler(spec, num_versions=0)
