@@ -4,6 +4,8 @@ For simulated tomograms (the noise is known: noisy - clean) prints, per shell of
 of the estimated to the true noise power (1.00 = exact), for reconstructions whose noise spectra
 differ: weighted back-projection (plain ramp), Hann-apodised ramp (SIRT-like roll-off),
 cosine-apodised with a CTF, and the fast Fourier-space simulation; optionally writes a plot.
+The true noise is the normalised noisy tomogram minus the normalised clean one (the noise the
+network sees, after the normaliser's percentile clipping).
 
     python benchmarks/noise_spectrum.py [--snr 0.05] [--seeds 0 1] [--plot out.png] [--quantile 0.2]
 """
@@ -33,7 +35,9 @@ def shell_ratios(sim, n_shells: int = 10, **estimator) -> tuple[np.ndarray, np.n
     t0 = time.perf_counter()
     est = estimate_noise_spectrum(image, **estimator)
     seconds = time.perf_counter() - t0
-    noise = (sim.noisy.astype(np.float64) - sim.clean) / norm.std
+    # the noise as it is in the normalised tomogram the estimate is made from (its 0.5/99.5 %
+    # clipping included): normalised noisy minus normalised clean
+    noise = image.astype(np.float64) - norm.transform(sim.clean)
     k, true = radial_profile(periodogram(noise), n_shells)
     est_full = est.on_grid(image.shape, rfft=False)
     _, mine = radial_profile(est_full, n_shells)

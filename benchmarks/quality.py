@@ -50,8 +50,8 @@ import denoisers as D  # noqa: E402
 
 REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 REAL_FILES = ("13pf_MT.tif", "14pf_MT.tif")
-HELDOUT_METHODS = ("raw", "gaussian", "bm4d", "topaz", "f2f-split", "n2n")
-REAL_METHODS = ("raw", "gaussian", "bm4d", "topaz", "f2f-split")
+HELDOUT_METHODS = ("raw", "gaussian", "bm4d", "topaz", "recorrupted", "f2f-split", "n2n")
+REAL_METHODS = ("raw", "gaussian", "bm4d", "topaz", "recorrupted", "f2f-split")
 
 
 # ----------------------------------------------------------------------------- held-out Fourier check

@@ -54,6 +54,23 @@ def slope(out: np.ndarray, clean: np.ndarray) -> float:
     return float((o * c).sum() / max((o * o).sum(), 1e-30))
 
 
+def summary(rows: list[dict]) -> str:
+    """Markdown table: mean (min .. max) over seeds per setting, SNR and method."""
+    lines = ["| setting | SNR | method | seeds | gain over best Gaussian, dB: mean (min .. max) | SSIM: mean (min .. max) | "
+             "best-SSIM Gaussian | slope | seconds |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    order = {m: i for i, m in enumerate(METHODS)}
+    keys = sorted({(r["setting"], r["snr"], r["method"]) for r in rows}, key=lambda k: (list(SETTINGS).index(k[0]), k[1], order[k[2]]))
+    for setting, snr, method in keys:
+        sel = [r for r in rows if (r["setting"], r["snr"], r["method"]) == (setting, snr, method)]
+        g, s = np.array([r["gain_db"] for r in sel]), np.array([r["ssim"] for r in sel])
+        gs = np.mean([r["gaussian_ssim"] for r in sel])
+        sl = np.mean([r["slope"] for r in sel])
+        t = np.mean([r["seconds"] for r in sel])
+        lines.append(f"| {setting} | {snr:g} | {method} | {len(sel)} | {g.mean():+.2f} ({g.min():+.2f} .. {g.max():+.2f}) | "
+                     f"{s.mean():.3f} ({s.min():.3f} .. {s.max():.3f}) | {gs:.3f} | {sl:.2f} | {t:.0f} |")
+    return "\n".join(lines)
+
+
 def run(method: str, sim, seed: int, overrides: dict):
     import denoisers as D  # noqa: E402  (benchmarks/denoisers.py: Topaz and the trained bundles)
 
@@ -80,7 +97,16 @@ def main(argv=None) -> int:
                    help="bundle override of the recorrupted method (VALUE as YAML); METHOD:KEY=VALUE for another method")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--csv", default=None, help="append the rows to this CSV file")
+    p.add_argument("--summarize", nargs="+", default=None, metavar="CSV",
+                   help="print the mean / spread table of earlier runs' CSV files and exit (runs nothing)")
     args = p.parse_args(argv)
+    if args.summarize:
+        rows = []
+        for path in args.summarize:
+            with open(path, newline="") as f:
+                rows += [{k: (v if k in ("setting", "method") else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+        print(summary(rows))
+        return 0
     torch.set_num_threads(args.threads)
     overrides: dict[str, dict] = {m: {} for m in METHODS}
     for item in args.overrides:
@@ -104,15 +130,8 @@ def main(argv=None) -> int:
                     rows.append(row)
                     print(f"| {setting} | {snr} | {seed} | {method} | {row['gain_db']:+.2f} | {row['ssim']:.3f} | "
                           f"{row['gaussian_ssim']:.3f} | {row['slope']:.2f} | {seconds:.0f} |", flush=True)
-    print("\nmean (min .. max) over seeds")
-    keys = sorted({(r["setting"], r["snr"], r["method"]) for r in rows})
-    for key in keys:
-        sel = [r for r in rows if (r["setting"], r["snr"], r["method"]) == key]
-        g = np.array([r["gain_db"] for r in sel])
-        s = np.array([r["ssim"] for r in sel])
-        gs = np.array([r["gaussian_ssim"] for r in sel])
-        print(f"{key[0]:10s} SNR {key[1]:<5} {key[2]:12s} gain {g.mean():+.2f} dB ({g.min():+.2f} .. {g.max():+.2f}), "
-              f"SSIM {s.mean():.3f} vs Gaussian {gs.mean():.3f}, n = {len(sel)}")
+    print()
+    print(summary(rows))
     if args.csv:
         new = not Path(args.csv).exists()
         with open(args.csv, "a", newline="") as f:

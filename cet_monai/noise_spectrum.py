@@ -22,7 +22,12 @@ The estimator (:func:`estimate_noise_spectrum`):
    cube powers (upper to lower quantile) is that of the white calibration noise; where signal
    varies from cube to cube it is wider. Below the lowest noise-dominated shell ``k0`` (the
    lowest frequencies, where even the quietest cubes hold signal and the quantile is too high)
-   the estimate is capped by a ramp-like extension from ``k0``, direction by direction.
+   the estimate is capped by a ramp-like extension from ``k0``, direction by direction;
+6. the cube grid is coarse (1/32 cycles/voxel, smoothed over 3 coefficients), too coarse for the
+   sharp edges of the missing wedge. So the estimate is used only as the fraction of power that
+   is noise (estimate / mean cube power, at most 1), which varies slowly with frequency, times the
+   smoothed periodogram of a central crop of the tomogram (up to ``fine_size`` voxels per axis),
+   which has the fine structure. Where noise dominates this is the tomogram's own spectrum.
 
 ``benchmarks/noise_spectrum.py`` measures the per-shell error on several reconstructions.
 
@@ -163,6 +168,7 @@ def estimate_noise_spectrum(
     max_blocks: int = 1024,
     spread_tolerance: float = 1.25,
     low_frequency_exponent: float = 1.0,
+    fine_size: int = 128,
     seed: int = 0,
 ) -> NoiseSpectrum:
     """Estimate the noise power spectrum of one ``(Z, Y, X)`` tomogram (see the module docstring).
@@ -182,11 +188,13 @@ def estimate_noise_spectrum(
             back-projection, SIRT-like filters, binning); ``0`` caps at a flat extension. A cap
             that is too low lets a little noise through where the signal dominates anyway; one
             that is too high destroys signal, so the cap errs low.
+        fine_size: edge (voxels) of the central crop whose smoothed periodogram gives the fine
+            structure (step 6); ``0``: the estimate stays on the coarse ``block`` grid.
         seed: chooses the cubes when there are more than ``max_blocks``, and the calibration noise.
 
     Returns:
-        a :class:`NoiseSpectrum` on the ``block`` grid; ``info`` records the settings, the
-        calibration and ``k0``.
+        a :class:`NoiseSpectrum` on the fine grid (or the ``block`` grid); ``info`` records the
+        settings, the calibration and ``k0``.
     """
     if isinstance(volume, torch.Tensor):
         volume = volume.detach().cpu().numpy()
@@ -204,7 +212,10 @@ def estimate_noise_spectrum(
     starts = np.stack(np.meshgrid(*[_block_starts(n, b) for n, b in zip(volume.shape, shape)], indexing="ij"), -1).reshape(-1, 3)
     if len(starts) > max_blocks:
         starts = starts[np.sort(rng.choice(len(starts), max_blocks, replace=False))]
-    lo, hi = _quantiles(_cube_spectra(volume, starts, shape), quantile)
+    spectra = _cube_spectra(volume, starts, shape)
+    lo, hi = _quantiles(spectra, quantile)
+    mean = spectra.mean(axis=0).astype(np.float64)
+    del spectra
     # calibration: the same statistics of white noise of variance 1 (whose true spectrum is 1),
     # from as many disjoint cubes as the tomogram gave (at least 64)
     n_cal = max(64, len(starts))
@@ -221,25 +232,65 @@ def estimate_noise_spectrum(
     shell_spread = np.array([np.median(spread[shell == i]) if np.any(shell == i) else np.inf for i in range(n_shells)])
     ok = shell_spread <= spread_tolerance
     first = next((i for i in range(1, n_shells - 1) if ok[i] and ok[i + 1]), None)
-    k0 = float("nan")
-    if first is not None and first > 1:
-        k0 = first / min(shape)
-        low = (k < k0) & (k > 0)
-        # the estimate at radius k0 in the same direction, by periodic trilinear interpolation
-        scale = k0 / np.where(low, k, 1.0)
-        b = np.array(shape, dtype=np.float64)[:, None]
-        freqs = np.stack(np.meshgrid(*[np.fft.fftfreq(n) for n in shape], indexing="ij")).reshape(3, -1)
-        at_k0 = ndimage.map_coordinates(grid, np.mod(freqs * scale.reshape(1, -1) * b, b), order=1, mode="grid-wrap").reshape(shape)
-        cap = at_k0 * (k / k0) ** float(low_frequency_exponent)
-        grid = np.where(low, np.minimum(grid, cap), grid)
-    # DC: the cubes' means were removed; take the mean of the DC neighbours instead
-    neighbours = [grid[(1, 0, 0)], grid[(-1, 0, 0)], grid[(0, 1, 0)], grid[(0, -1, 0)], grid[(0, 0, 1)], grid[(0, 0, -1)]]
-    grid[0, 0, 0] = float(np.mean(neighbours))
+    k0 = first / min(shape) if first is not None and first > 1 else float("nan")
+    grid = _cap_low_frequencies(grid, k0, low_frequency_exponent)
+    grid[0, 0, 0] = _dc_fill(grid)
     info = {"estimator": "block_quantile", "block": int(block), "quantile": float(quantile), "max_blocks": int(max_blocks),
             "n_blocks": int(len(starts)), "calibration_bias": bias, "white_spread": white_spread,
             "spread_tolerance": float(spread_tolerance), "low_frequency_exponent": float(low_frequency_exponent),
-            "k0": k0, "seed": int(seed)}
+            "k0": k0, "seed": int(seed), "fine_size": int(fine_size)}
+    if fine_size:
+        # step 6: the fine structure of the spectrum (the missing wedge's sharp edges, the tilt
+        # sampling) at the resolution of a crop of the whole tomogram; the cubes give only the
+        # fraction of its power that is noise, which varies slowly with frequency
+        noise_fraction = np.clip(grid / np.maximum(mean, 1e-30), 0.0, 1.0)
+        noise_fraction[0, 0, 0] = _dc_fill(noise_fraction)
+        fine = _fine_periodogram(volume, int(fine_size))
+        freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in fine.shape], indexing="ij")
+        b = [float(n) for n in shape]
+        coords = [np.mod(f * bi, bi) for f, bi in zip(freqs, b)]
+        fraction = ndimage.map_coordinates(noise_fraction, coords, order=1, mode="grid-wrap")
+        grid = _cap_low_frequencies(fine * fraction, k0, low_frequency_exponent)
+        grid[0, 0, 0] = _dc_fill(grid)
     return NoiseSpectrum(grid, info)
+
+
+def _cap_low_frequencies(grid: np.ndarray, k0: float, exponent: float) -> np.ndarray:
+    """Below ``|k| = k0`` cap a full-FFT-grid spectrum by its value at radius ``k0`` in the same
+    direction (periodic trilinear interpolation) times ``(|k| / k0) ** exponent`` (step 5)."""
+    if not np.isfinite(k0):
+        return grid
+    shape = grid.shape
+    freqs = np.stack(np.meshgrid(*[np.fft.fftfreq(n) for n in shape], indexing="ij"))
+    k = np.sqrt((freqs**2).sum(axis=0))
+    low = (k < k0) & (k > 0)
+    if not low.any():
+        return grid
+    idx = np.nonzero(low)
+    scaled = freqs[(slice(None), *idx)] * (k0 / k[idx])
+    b = np.array(shape, dtype=np.float64)[:, None]
+    at_k0 = ndimage.map_coordinates(grid, np.mod(scaled * b, b), order=1, mode="grid-wrap")
+    out = grid.copy()
+    out[idx] = np.minimum(grid[idx], at_k0 * (k[idx] / k0) ** float(exponent))
+    return out
+
+
+def _dc_fill(grid: np.ndarray) -> float:
+    """The mean of the six neighbours of the DC coefficient (cube means were removed, so DC itself says nothing)."""
+    return float(np.mean([grid[(1, 0, 0)], grid[(-1, 0, 0)], grid[(0, 1, 0)], grid[(0, -1, 0)], grid[(0, 0, 1)], grid[(0, 0, -1)]]))
+
+
+def _fine_periodogram(volume: np.ndarray, size: int) -> np.ndarray:
+    """Smoothed periodogram of a central crop (at most ``size`` voxels per axis), Tukey-windowed so the
+    crop's edges add no spurious high-frequency power, in :class:`NoiseSpectrum` units."""
+    from scipy.signal.windows import tukey
+
+    crop = tuple(slice((n - min(n, size)) // 2, (n - min(n, size)) // 2 + min(n, size)) for n in volume.shape)
+    x = np.asarray(volume[crop], dtype=np.float64)
+    w = tukey(x.shape[0], 0.2)[:, None, None] * tukey(x.shape[1], 0.2)[None, :, None] * tukey(x.shape[2], 0.2)[None, None, :]
+    x = (x - x.mean()) * w
+    power = np.abs(np.fft.fftn(x)) ** 2 / float((w**2).sum())
+    return ndimage.uniform_filter(power, size=3, mode="wrap")
 
 
 def periodogram(volume) -> np.ndarray:
@@ -270,9 +321,9 @@ class EstimateNoiseSpectrum(Transform):
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, block: int = 32, quantile: float = 0.2, max_blocks: int = 1024, spread_tolerance: float = 1.25,
-                 low_frequency_exponent: float = 1.0, seed: int = 0) -> None:
+                 low_frequency_exponent: float = 1.0, fine_size: int = 128, seed: int = 0) -> None:
         self.kwargs = {"block": block, "quantile": quantile, "max_blocks": max_blocks, "spread_tolerance": spread_tolerance,
-                       "low_frequency_exponent": low_frequency_exponent, "seed": seed}
+                       "low_frequency_exponent": low_frequency_exponent, "fine_size": fine_size, "seed": seed}
 
     def __call__(self, img) -> NoiseSpectrum:
         x = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)

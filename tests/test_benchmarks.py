@@ -92,3 +92,21 @@ def test_speed_time_limit(tmp_path):
                   "--limit", "0.5", "--out", str(tmp_path)])
     statuses = [r["status"] for r in res["rows"]]
     assert statuses[0].startswith("hit the") and statuses[1].startswith("skipped")
+
+
+def test_single_tomogram_slope_and_summary(tmp_path):
+    """The slope is measured without any fit (an output at half the clean scale has slope 2), and a
+    tiny run through the default method writes rows the summary reads back."""
+    st = _load("single_tomogram")
+    clean = np.random.default_rng(0).normal(size=(8, 8, 8))
+    assert st.slope(clean, clean) == pytest.approx(1.0)
+    assert st.slope(0.5 * clean + 3.0, clean) == pytest.approx(2.0)
+    out = tmp_path / "rows.csv"
+    argv = ["--shape", "16", "32", "32", "--snr", "0.05", "--seeds", "0", "--methods", "recorrupted", "--threads", "1",
+            "--set", "iterations=2", "--set", "epoch_length=1", "--set", "patch_size=[16,16,16]", "--set", "margin=4",
+            "--set", "network_def#features=[4,8]", "--set", "versions=1", "--csv", str(out)]
+    assert st.main(argv) == 0
+    table = st.summary([{**r, "snr": float(r["snr"]), "gain_db": float(r["gain_db"]), "ssim": float(r["ssim"]),
+                         "gaussian_ssim": float(r["gaussian_ssim"]), "slope": float(r["slope"]), "seconds": float(r["seconds"])}
+                        for r in __import__("csv").DictReader(out.open())])
+    assert "| wbp | 0.05 | recorrupted | 1 |" in table
