@@ -224,6 +224,23 @@ def _training_overrides(args) -> dict:
     return o
 
 
+def _check_save_std(method: str, overrides: dict) -> None:
+    """Refuse --save-std before any training when K x T = 1 (the bundle's defaults or the options)."""
+    import yaml
+
+    from cet_monai.workflows import METHODS, config_file
+
+    with open(config_file(METHODS[method])) as f:
+        defaults = yaml.safe_load(f)
+    k = int(overrides.get("versions", defaults.get("versions", 1)))
+    t = int(overrides.get("passes", defaults.get("passes", 1)))
+    if k * max(t, 1) < 2:
+        raise CetMonaiError(
+            f"--save-std needs more than one prediction per window, but K x T = {k} x {t} here: "
+            "raise --versions (K) or --passes (T, with a network trained with dropout)"
+        )
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -256,6 +273,8 @@ def cmd_denoise(args) -> int:
     saver = SaveTomogramd(keys="pred", output=args.output, overwrite=args.overwrite)
     saver.check(inputs)
     overrides = _training_overrides(args)
+    if args.save_std:
+        _check_save_std(args.method, overrides)
     written = []
     for i, path in enumerate(inputs, 1):
         out_path = saver.output_path(path)

@@ -128,3 +128,16 @@ def test_segment_command_writes_labels_with_the_header(tmp_path, capsys):
     assert labels.shape == (16, 24, 24) and header.voxel_size == pytest.approx((9.0, 9.0, 9.0))
     assert main(["segment", str(src), "-o", str(out), "--checkpoint", str(ckpt)]) == EXIT_USAGE
     assert "exists" in capsys.readouterr().err
+
+
+def test_save_std_needs_more_than_one_prediction(tmp_path, capsys):
+    path = tmp_path / "tomo.mrc"
+    write_volume(path, np.random.default_rng(0).normal(size=(16, 32, 32)).astype(np.float32))
+    out = tmp_path / "den.mrc"
+    assert main(["denoise", str(path), "-o", str(out), "--save-std"] + TINY) == EXIT_USAGE  # K = T = 1
+    assert "K x T = 1 x 1" in capsys.readouterr().err
+    assert not (tmp_path / "den_run").exists()  # refused before any training
+    tiny_k2 = [a if a != "1" or i == 0 or TINY[i - 1] != "--versions" else "2" for i, a in enumerate(TINY)]
+    assert main(["denoise", str(path), "-o", str(out), "--save-std", "--overwrite"] + tiny_k2) == EXIT_OK
+    std, _ = read_volume(tmp_path / "den_std.mrc")
+    assert float(std.max()) > 0  # K = 2 noise draws: the predictions differ

@@ -126,9 +126,15 @@ def inferer_from_recipe(
         sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian", seed=seed, return_std=return_std,
         sw_device=sw_device, device=device, progress=progress,
     )
+    args = {**split, "seed": seed} if split else {}
+    if split and versions is not None:
+        args["num_versions"] = int(versions)
+    predictions = (args["num_versions"] if split else window.sampler.num_versions) * max(window.passes, 1)
+    if return_std and predictions < 2:
+        raise CetMonaiError(
+            "--save-std needs more than one prediction per window, but K x T = 1 here: "
+            "raise --versions (K) or --passes (T, with a network trained with dropout)"
+        )
     if not split:
         return window
-    args = {**split, "seed": seed}
-    if versions is not None:
-        args["num_versions"] = int(versions)
     return FourierSplitInferer(window, **args)
