@@ -62,7 +62,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                         "small = 8-64 channels, 3 down-samplings, no dropout (CPU minutes); large = 48 channels "
                         "at 6 levels, decoder dropout 0.3, 64-voxel patches (GPUs)")
     g.add_argument("--iterations", type=int, default=None, metavar="N",
-                   help="training iterations (default: the bundle's budget)")
+                   help="training iterations (default: the method's budget, 800 for recorrupted); a whole "
+                        "number of epochs (50 iterations for recorrupted), or fewer than one epoch")
     g.add_argument("--patch-size", type=int, default=None, metavar="VOXELS",
                    help="training patch edge in voxels, a multiple of 8 (small) or 32 (seed)")
     g.add_argument("--versions", type=int, default=None, metavar="K",
@@ -224,14 +225,39 @@ def _training_overrides(args) -> dict:
     return o
 
 
-def _check_save_std(method: str, overrides: dict) -> None:
-    """Refuse --save-std before any training when K x T = 1 (the bundle's defaults or the options)."""
+def _bundle_defaults(method: str) -> dict:
+    """The plain values of the method's training config (``train.yaml`` read as YAML)."""
     import yaml
 
     from cet_monai.workflows import METHODS, config_file
 
     with open(config_file(METHODS[method])) as f:
-        defaults = yaml.safe_load(f)
+        return yaml.safe_load(f)
+
+
+def _check_iterations(method: str, overrides: dict) -> None:
+    """Whole epochs only: fewer iterations than an epoch shorten the epoch; a budget that is not a
+    whole number of epochs is refused (it was silently rounded down), naming the ways out."""
+    if "iterations" not in overrides:
+        return
+    iterations = int(overrides["iterations"])
+    if iterations < 1:
+        raise CetMonaiError(f"--iterations must be >= 1, got {iterations}")
+    epoch = overrides.get("epoch_length", _bundle_defaults(method).get("epoch_length", 1))
+    epoch = int(epoch) if not isinstance(epoch, str) else iterations
+    if iterations < epoch:
+        overrides["epoch_length"] = iterations
+    elif iterations % epoch:
+        lo, hi = iterations // epoch * epoch, (iterations // epoch + 1) * epoch
+        raise CetMonaiError(
+            f"--iterations {iterations} is not a whole number of epochs of {epoch} iterations (the method's "
+            f"epoch_length): use {lo} or {hi}, or --set epoch_length=N with N dividing {iterations}"
+        )
+
+
+def _check_save_std(method: str, overrides: dict) -> None:
+    """Refuse --save-std before any training when K x T = 1 (the bundle's defaults or the options)."""
+    defaults = _bundle_defaults(method)
     k = int(overrides.get("versions", defaults.get("versions", 1)))
     t = int(overrides.get("passes", defaults.get("passes", 1)))
     if k * max(t, 1) < 2:
@@ -273,6 +299,7 @@ def cmd_denoise(args) -> int:
     saver = SaveTomogramd(keys="pred", output=args.output, overwrite=args.overwrite)
     saver.check(inputs)
     overrides = _training_overrides(args)
+    _check_iterations(args.method, overrides)
     if args.save_std:
         _check_save_std(args.method, overrides)
     written = []
@@ -312,6 +339,7 @@ def cmd_demo(args) -> int:
     from cet_monai.demo import run_demo
 
     overrides = _training_overrides(args)
+    _check_iterations(args.method, overrides)
     report = run_demo(args.output, overwrite=args.overwrite, method=args.method, shape=args.shape, snr=args.snr, **overrides)
     print(report)
     return EXIT_OK

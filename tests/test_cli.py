@@ -141,3 +141,21 @@ def test_save_std_needs_more_than_one_prediction(tmp_path, capsys):
     assert main(["denoise", str(path), "-o", str(out), "--save-std", "--overwrite"] + tiny_k2) == EXIT_OK
     std, _ = read_volume(tmp_path / "den_std.mrc")
     assert float(std.max()) > 0  # K = 2 noise draws: the predictions differ
+
+
+def test_iterations_are_whole_epochs_or_refused(tmp_path, capsys):
+    path = tmp_path / "tomo.mrc"
+    write_volume(path, np.random.default_rng(0).normal(size=(16, 32, 32)).astype(np.float32))
+    small = ["--set", "patch_size=[16,16,16]", "--set", "margin=4", "--set", "network_def#features=[4,8]", "--versions", "1"]
+    # 130 is not a whole number of 50-iteration epochs: refused before training, naming 100 and 150
+    assert main(["denoise", str(path), "-o", str(tmp_path / "a.mrc"), "--iterations", "130"] + small) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "100 or 150" in err and not (tmp_path / "a_run").exists()
+    # fewer than one epoch: the epoch is shortened, exactly 3 iterations run
+    assert main(["denoise", str(path), "-o", str(tmp_path / "b.mrc"), "--iterations", "3"] + small) == EXIT_OK
+    import torch
+
+    from cet_monai.engines import latest_checkpoint
+
+    state = torch.load(latest_checkpoint(str(tmp_path / "b_run")), map_location="cpu", weights_only=True)
+    assert state["trainer"]["iteration"] == 3
