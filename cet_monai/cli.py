@@ -94,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         with recorrupted pairs and the estimated noise spectrum), and print PSNR and SSIM of the raw tomogram, the
         best Gaussian filter (sigma chosen separately for each metric) and the denoised one
         against the clean reconstruction. Writes the volumes, a figure of orthogonal slices and
-        a Markdown report into the output folder. Training takes 100 iterations of the small
-        network (under a second each on a quiet CPU core); measured quality and times are in
-        docs/denoising.md."""))
+        a Markdown report into the output folder. Training takes 800 iterations of the small
+        network (measured: fit + denoise in about 2.5 minutes on 2 quiet CPU cores); measured
+        quality and times are in docs/denoising.md and docs/benchmarks.md."""))
     p.add_argument("-o", "--output", default="demo_output", help="output folder (default demo_output)")
     p.add_argument("--overwrite", action="store_true", help="replace files from an earlier demo in the folder")
     p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"), help="simulated volume size")
