@@ -257,14 +257,10 @@ def _check_iterations(method: str, overrides: dict) -> None:
 
 def _check_save_std(method: str, overrides: dict) -> None:
     """Refuse --save-std before any training when K x T = 1 (the bundle's defaults or the options)."""
+    from cet_monai.engines.recipe import check_std_predictions
+
     defaults = _bundle_defaults(method)
-    k = int(overrides.get("versions", defaults.get("versions", 1)))
-    t = int(overrides.get("passes", defaults.get("passes", 1)))
-    if k * max(t, 1) < 2:
-        raise CetMonaiError(
-            f"--save-std needs more than one prediction per window, but K x T = {k} x {t} here: "
-            "raise --versions (K) or --passes (T, with a network trained with dropout)"
-        )
+    check_std_predictions(overrides.get("versions", defaults.get("versions", 1)), overrides.get("passes", defaults.get("passes", 1)))
 
 
 def _say(msg: str) -> None:

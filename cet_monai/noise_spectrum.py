@@ -96,14 +96,16 @@ class NoiseSpectrum:
         (``rfft=True``), else ``(Z, Y, X)``; float32."""
         key = (tuple(int(s) for s in shape), bool(rfft))
         if key not in self._cache:
-            b = np.array(self.grid.shape, dtype=np.float64)
-            axes = [np.fft.fftfreq(n) for n in key[0]]
-            if rfft:
-                axes[-1] = np.fft.rfftfreq(key[0][-1])
-            # frequency f on the block grid sits at index f * b (mod b): wrap-around interpolation
-            coords = np.meshgrid(*[np.mod(a * bi, bi) for a, bi in zip(axes, b)], indexing="ij")
-            values = ndimage.map_coordinates(self.grid, coords, order=1, mode="grid-wrap")
+            values = _sample(self.grid, _frequencies(key[0], rfft))
             self._cache[key] = np.maximum(values, 0).astype(np.float32)
+        return self._cache[key]
+
+    def amplitude(self, shape: Sequence[int], device=None) -> torch.Tensor:
+        """``sqrt(P)`` on the rfft grid of ``shape`` as a float32 tensor on ``device`` (cached: it is
+        needed for every patch and window)."""
+        key = ("amplitude", tuple(int(s) for s in shape), str(device))
+        if key not in self._cache:
+            self._cache[key] = torch.from_numpy(np.sqrt(self.on_grid(shape, rfft=True))).to(device)
         return self._cache[key]
 
     def scaled(self, factor: float) -> "NoiseSpectrum":
@@ -123,8 +125,31 @@ class NoiseSpectrum:
         self.grid, self.info, self._cache = other.grid, other.info, {}
 
 
+def _frequencies(shape: Sequence[int], rfft: bool = False) -> list[np.ndarray]:
+    """Per-axis FFT frequencies (cycles/voxel) of a full (or rfft) grid of ``shape``, broadcast to 3D."""
+    axes = [np.fft.fftfreq(n) for n in shape]
+    if rfft:
+        axes[-1] = np.fft.rfftfreq(shape[-1])
+    return np.meshgrid(*axes, indexing="ij", sparse=True)
+
+
+def _sample(grid: np.ndarray, freqs: Sequence[np.ndarray]) -> np.ndarray:
+    """``grid`` (values at the FFT frequencies of its own shape) at frequencies ``freqs`` (cycles/voxel,
+    one array per axis, broadcastable), by trilinear interpolation periodic in frequency."""
+    freqs = np.broadcast_arrays(*freqs)
+    coords = [np.mod(f * n, n) for f, n in zip(freqs, grid.shape)]
+    return ndimage.map_coordinates(grid, coords, order=1, mode="grid-wrap")
+
+
 def _hann(n: int) -> np.ndarray:
+    """Hann window sampled at voxel centres (no zero ends, unlike ``scipy.signal.windows.hann``:
+    every voxel of a cube contributes)."""
     return 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(n) + 0.5) / n)
+
+
+def _separable(windows: Sequence[np.ndarray]) -> np.ndarray:
+    """The 3D window that is the outer product of three 1D windows."""
+    return windows[0][:, None, None] * windows[1][None, :, None] * windows[2][None, None, :]
 
 
 def _block_starts(n: int, block: int) -> np.ndarray:
@@ -137,7 +162,7 @@ def _block_starts(n: int, block: int) -> np.ndarray:
 def _cube_spectra(volume: np.ndarray, starts: np.ndarray, block: Sequence[int]) -> np.ndarray:
     """Smoothed, windowed periodograms ``(n, bz, by, bx)`` of the cubes at ``starts`` (full FFT grid)."""
     bz, by, bx = block
-    window = _hann(bz)[:, None, None] * _hann(by)[None, :, None] * _hann(bx)[None, None, :]
+    window = _separable([_hann(n) for n in block])
     norm = float((window**2).sum())
     spectra = np.empty((len(starts), bz, by, bx), dtype=np.float32)
     for i, (z, y, x) in enumerate(starts):
@@ -157,7 +182,7 @@ def _quantiles(spectra: np.ndarray, quantile: float) -> tuple[np.ndarray, np.nda
 
 def _shell_index(shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """``|k|`` (cycles/voxel) of a full FFT grid and its shell index (shells 1/min(shape) wide)."""
-    k = np.sqrt(sum(np.meshgrid(*[np.fft.fftfreq(n) ** 2 for n in shape], indexing="ij")))
+    k = np.sqrt(sum(f**2 for f in _frequencies(shape)))
     return k, np.floor(k * min(shape)).astype(np.int64)
 
 
@@ -246,10 +271,7 @@ def estimate_noise_spectrum(
         noise_fraction = np.clip(grid / np.maximum(mean, 1e-30), 0.0, 1.0)
         noise_fraction[0, 0, 0] = _dc_fill(noise_fraction)
         fine = _fine_periodogram(volume, int(fine_size))
-        freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in fine.shape], indexing="ij")
-        b = [float(n) for n in shape]
-        coords = [np.mod(f * bi, bi) for f, bi in zip(freqs, b)]
-        fraction = ndimage.map_coordinates(noise_fraction, coords, order=1, mode="grid-wrap")
+        fraction = _sample(noise_fraction, _frequencies(fine.shape))
         grid = _cap_low_frequencies(fine * fraction, k0, low_frequency_exponent)
         grid[0, 0, 0] = _dc_fill(grid)
     return NoiseSpectrum(grid, info)
@@ -260,16 +282,13 @@ def _cap_low_frequencies(grid: np.ndarray, k0: float, exponent: float) -> np.nda
     direction (periodic trilinear interpolation) times ``(|k| / k0) ** exponent`` (step 5)."""
     if not np.isfinite(k0):
         return grid
-    shape = grid.shape
-    freqs = np.stack(np.meshgrid(*[np.fft.fftfreq(n) for n in shape], indexing="ij"))
-    k = np.sqrt((freqs**2).sum(axis=0))
+    freqs = np.broadcast_arrays(*_frequencies(grid.shape))
+    k = np.sqrt(sum(f**2 for f in freqs))
     low = (k < k0) & (k > 0)
     if not low.any():
         return grid
     idx = np.nonzero(low)
-    scaled = freqs[(slice(None), *idx)] * (k0 / k[idx])
-    b = np.array(shape, dtype=np.float64)[:, None]
-    at_k0 = ndimage.map_coordinates(grid, np.mod(scaled * b, b), order=1, mode="grid-wrap")
+    at_k0 = _sample(grid, [f[idx] * (k0 / k[idx]) for f in freqs])
     out = grid.copy()
     out[idx] = np.minimum(grid[idx], at_k0 * (k[idx] / k0) ** float(exponent))
     return out
@@ -287,7 +306,7 @@ def _fine_periodogram(volume: np.ndarray, size: int) -> np.ndarray:
 
     crop = tuple(slice((n - min(n, size)) // 2, (n - min(n, size)) // 2 + min(n, size)) for n in volume.shape)
     x = np.asarray(volume[crop], dtype=np.float64)
-    w = tukey(x.shape[0], 0.2)[:, None, None] * tukey(x.shape[1], 0.2)[None, :, None] * tukey(x.shape[2], 0.2)[None, None, :]
+    w = _separable([tukey(n, 0.2) for n in x.shape])
     x = (x - x.mean()) * w
     power = np.abs(np.fft.fftn(x)) ** 2 / float((w**2).sum())
     return ndimage.uniform_filter(power, size=3, mode="wrap")
@@ -305,7 +324,7 @@ def radial_profile(power: np.ndarray, n_shells: int = 16) -> tuple[np.ndarray, n
 
     Returns ``(shell centres in cycles/voxel, means)``; frequencies normalised per axis.
     """
-    k = np.sqrt(sum(np.meshgrid(*[np.fft.fftfreq(n) ** 2 for n in power.shape], indexing="ij")))
+    k = np.sqrt(sum(f**2 for f in _frequencies(power.shape)))
     edges = np.linspace(0, 0.5, n_shells + 1)
     idx = np.digitize(k.reshape(-1), edges) - 1
     ok = (idx >= 0) & (idx < n_shells)

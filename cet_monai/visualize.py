@@ -144,8 +144,12 @@ def save_orthoslices(path, volumes: Mapping[str, object], voxel_size=None, title
                 ax.set_ylabel(name, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
+    return _write_figure(fig, path, path.suffix.lstrip(".").lower() or "png", dpi)
+
+
+def _write_figure(fig, path: Path, fmt: str, dpi: int) -> Path:
+    """Save ``fig`` to a temporary file beside ``path``, then move it into place (never a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = path.suffix.lstrip(".").lower() or "png"
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         fig.savefig(tmp, format=fmt, dpi=dpi)
@@ -196,13 +200,7 @@ def save_noise_spectrum_plot(path, spectrum, reference=None, n_shells: int = 16)
     ax.set_title("noise power spectrum (shell means)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
+        return _write_figure(fig, path, "png", 110)
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path

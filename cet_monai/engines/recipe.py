@@ -17,7 +17,7 @@ import torch
 
 from cet_monai.errors import CetMonaiError
 
-__all__ = ["Recipe", "load_recipe", "network_from_recipe", "sampler_from_recipe", "inferer_from_recipe"]
+__all__ = ["Recipe", "check_std_predictions", "load_recipe", "network_from_recipe", "sampler_from_recipe", "inferer_from_recipe"]
 
 
 def _qualname(obj) -> str:
@@ -103,6 +103,15 @@ def sampler_from_recipe(recipe: Mapping, num_versions: int | None = None):
     return _locate(recipe["sampler_class"])(**args)
 
 
+def check_std_predictions(versions: int, passes: int) -> None:
+    """A per-voxel standard deviation needs more than one prediction per window (K x T > 1)."""
+    if int(versions) * max(int(passes), 1) < 2:
+        raise CetMonaiError(
+            f"--save-std needs more than one prediction per window, but K x T = {int(versions)} x {int(passes)} here: "
+            "raise --versions (K) or --passes (T, with a network trained with dropout)"
+        )
+
+
 def inferer_from_recipe(
     recipe: Mapping,
     versions: int | None = None,
@@ -129,12 +138,8 @@ def inferer_from_recipe(
     args = {**split, "seed": seed} if split else {}
     if split and versions is not None:
         args["num_versions"] = int(versions)
-    predictions = (args["num_versions"] if split else window.sampler.num_versions) * max(window.passes, 1)
-    if return_std and predictions < 2:
-        raise CetMonaiError(
-            "--save-std needs more than one prediction per window, but K x T = 1 here: "
-            "raise --versions (K) or --passes (T, with a network trained with dropout)"
-        )
+    if return_std:
+        check_std_predictions(args["num_versions"] if split else window.sampler.num_versions, window.passes)
     if not split:
         return window
     return FourierSplitInferer(window, **args)

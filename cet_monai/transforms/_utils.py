@@ -240,3 +240,17 @@ def get_meta_value(d_or_img, name: str, key=None):
     if isinstance(d_or_img, MetaTensor):
         return d_or_img.meta.get(name)
     return None
+
+
+def pair_items(d: dict, key, label_key, pairs, drop=()) -> list[dict]:
+    """One dict per ``(input, target)`` pair: a copy of ``d`` (without ``key`` and ``drop``) with
+    ``d[key] = input`` and ``d[label_key] = target``; ``patch_margin`` becomes 0 (cropped away)."""
+    out = []
+    for inp, tgt in pairs:
+        item = {k: copy.deepcopy(v) for k, v in d.items() if k != key and k not in drop}
+        item[key] = inp
+        item[label_key] = tgt
+        if "patch_margin" in item:
+            item["patch_margin"] = torch.zeros(3, dtype=torch.int64)
+        out.append(item)
+    return out

@@ -70,6 +70,7 @@ from ._utils import (
     block_bool_np,
     check_prob,
     get_meta_value,
+    pair_items,
     hermitian_symmetrize,
     quantized_prob,
     rand_bool,
@@ -814,15 +815,7 @@ class RandFourierPaird(RandomizableTransform, MapTransform, MultiSampleTrait):
             pairs = self.pairer.draw(img, patch_start=start, margin=margin)
         else:
             pairs = self.pairer.identity(img, margin=margin)
-        out = []
-        for inp, tgt in pairs:
-            item = {k: deepcopy(v) for k, v in d.items() if k != key}
-            item[key] = inp
-            item[self.label_key] = tgt
-            if "patch_margin" in item:  # cropped away now
-                item["patch_margin"] = torch.zeros(3, dtype=torch.int64)
-            out.append(item)
-        return out
+        return pair_items(d, key, self.label_key, pairs)
 
 
 # ------------------------------------------------------------------ inference helpers

@@ -32,7 +32,7 @@ from monai.utils import TransformBackends
 
 from cet_monai.noise_spectrum import NOISE_SPECTRUM_KEY, NoiseSpectrum
 
-from ._utils import get_meta_value, spatial_tuple, to_tensor, wrap_like
+from ._utils import get_meta_value, pair_items, spatial_tuple, to_tensor, wrap_like
 
 __all__ = ["colored_noise", "RandRecorruptedPair", "RandRecorruptedPaird"]
 
@@ -41,7 +41,7 @@ def colored_noise(white: torch.Tensor, spectrum: NoiseSpectrum) -> torch.Tensor:
     """Noise with power spectrum ``spectrum`` from white noise ``white`` (``(..., Z, Y, X)``, unit
     variance): ``irfftn(rfftn(white) * sqrt(P))`` on the last three axes, on ``white``'s device."""
     shape = tuple(white.shape[-3:])
-    amplitude = torch.from_numpy(np.sqrt(spectrum.on_grid(shape, rfft=True))).to(white.device)
+    amplitude = spectrum.amplitude(shape, white.device)
     return torch.fft.irfftn(torch.fft.rfftn(white.float(), dim=(-3, -2, -1)) * amplitude, s=shape, dim=(-3, -2, -1))
 
 
@@ -186,9 +186,6 @@ class RandRecorruptedPaird(RandomizableTransform, MapTransform, MultiSampleTrait
         self.pairer.set_random_state(seed, state)
         return self
 
-    def randomize(self, data=None) -> None:
-        super().randomize(None)
-
     def __call__(self, data: Mapping[Hashable, object]) -> list[dict]:  # type: ignore[override]
         d = dict(data)
         self.randomize(None)
@@ -203,12 +200,4 @@ class RandRecorruptedPaird(RandomizableTransform, MapTransform, MultiSampleTrait
         else:  # MONAI's prob: the identity pair
             self.pairer._do_transform = False
             pairs = self.pairer(d[key], margin=margin, spectrum=spectrum, randomize=False)
-        out = []
-        for inp, tgt in pairs:
-            item = {k: deepcopy(v) for k, v in d.items() if k not in (key, self.spectrum_key)}
-            item[key] = inp
-            item[self.label_key] = tgt
-            if "patch_margin" in item:  # cropped away now
-                item["patch_margin"] = torch.zeros(3, dtype=torch.int64)
-            out.append(item)
-        return out
+        return pair_items(d, key, self.label_key, pairs, drop=(self.spectrum_key,))
