@@ -47,6 +47,20 @@ def _formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32, width=100)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("method and budget")
     g.add_argument("--method", choices=["recorrupted", "fourier", "real"], default="recorrupted",
@@ -65,10 +79,11 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="training iterations (default: the method's budget, 800 for recorrupted); a whole "
                         "number of epochs (50 iterations for recorrupted), or fewer than one epoch")
     g.add_argument("--patch-size", type=int, default=None, metavar="VOXELS",
-                   help="training patch edge in voxels, a multiple of 8 (small) or 32 (seed)")
-    g.add_argument("--versions", type=int, default=None, metavar="K",
+                   help="training patch edge in voxels, a multiple of the network's divisor (8 for the default "
+                        "and small networks, 32 for large), at most the tomogram's smallest edge")
+    g.add_argument("--versions", type=_positive_int, default=None, metavar="K",
                    help="input versions per window at inference (default: the bundle's)")
-    g.add_argument("--passes", type=int, default=None, metavar="T",
+    g.add_argument("--passes", type=_non_negative_int, default=None, metavar="T",
                    help="dropout passes per version at inference; 0 turns dropout off")
     g.add_argument("--tilt-range", type=float, default=None, metavar="DEG",
                    help="maximum tilt angle of the tilt series (default 60); sets the missing wedge "
@@ -144,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="tomogram file(s) or folder(s)")
     p.add_argument("--checkpoint", required=True, help="checkpoint_final_iteration=N.pt (or model_best.pt) of a training run")
     p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    p.add_argument("--versions", type=int, default=None, metavar="K", help="input versions per window (default: as trained)")
-    p.add_argument("--passes", type=int, default=None, metavar="T", help="dropout passes (default: as trained)")
+    p.add_argument("--versions", type=_positive_int, default=None, metavar="K", help="input versions per window (default: as trained)")
+    p.add_argument("--passes", type=_non_negative_int, default=None, metavar="T", help="dropout passes (default: as trained)")
     p.add_argument("--save-std", action="store_true", help="also write the per-voxel standard deviation")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--device", default=None, help="cuda, cpu (default: cuda if available)")
@@ -263,6 +278,26 @@ def _check_save_std(method: str, overrides: dict) -> None:
     check_std_predictions(overrides.get("versions", defaults.get("versions", 1)), overrides.get("passes", defaults.get("passes", 1)))
 
 
+def _preflight(args, overrides: dict, shapes: dict) -> None:
+    """Everything about the options that can be known before training: ``--set`` ids, the
+    device, the patch against the network and each tomogram ``shapes[path] = (Z, Y, X)``."""
+    from cet_monai.engines import check_config_keys, check_device, check_patch
+    from cet_monai.networks import DropoutUNet
+    from cet_monai.workflows import METHODS
+
+    defaults = _bundle_defaults(args.method)
+    check_config_keys(list(_parse_overrides(args.overrides)), defaults, f"bundles/{METHODS[args.method]}/configs/train.yaml")
+    check_device(args.device)
+    patch = overrides.get("patch_size", defaults.get("patch_size"))
+    features = overrides.get("network_def#features", defaults.get("network_def", {}).get("features"))
+    if not isinstance(patch, list) or not isinstance(features, list):
+        return  # an expression: the bundle itself decides
+    divisor = DropoutUNet(spatial_dims=3, in_channels=1, out_channels=1, features=features).divisor
+    fraction = overrides.get("source#validation_fraction", defaults.get("source", {}).get("validation_fraction", 0.0))
+    for path, (z, y, x) in shapes.items():
+        check_patch(patch, divisor, (z, y - int(round(y * float(fraction))), x), str(path))
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -285,26 +320,35 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_denoise(args) -> int:
-    from cet_monai.engines import SaveTomogramd, latest_checkpoint, volume_stem, work_dir_for
+    from cet_monai.engines import SaveTomogramd, check_writable_folder, latest_checkpoint, volume_stem, work_dir_for
     from cet_monai.io import read_volume
     from cet_monai.workflows import predict, train
 
     inputs = _expand_inputs(args.inputs)
+    shapes = {}
     for path in inputs:  # every input is checked before any long work starts
-        read_volume(path, mmap=True, validate=True)
+        shapes[path] = tuple(read_volume(path, mmap=True, validate=True)[0].shape)
     saver = SaveTomogramd(keys="pred", output=args.output, overwrite=args.overwrite)
     saver.check(inputs)
     overrides = _training_overrides(args)
     _check_iterations(args.method, overrides)
     if args.save_std:
         _check_save_std(args.method, overrides)
+
+    def work_dir(path, out_path) -> Path:
+        if args.work_dir:
+            return Path(args.work_dir) / Path(volume_stem(path)).name if len(inputs) > 1 else Path(args.work_dir)
+        return Path(work_dir_for(out_path))
+
+    _preflight(args, overrides, shapes)
+    for path in inputs:
+        out_path = saver.output_path(path)
+        check_writable_folder(out_path.parent, "output")
+        check_writable_folder(work_dir(path, out_path), "checkpoints")
     written = []
     for i, path in enumerate(inputs, 1):
         out_path = saver.output_path(path)
-        if args.work_dir:
-            work = Path(args.work_dir) / Path(volume_stem(path)).name if len(inputs) > 1 else Path(args.work_dir)
-        else:
-            work = Path(work_dir_for(out_path))
+        work = work_dir(path, out_path)
         _say(f"[{i}/{len(inputs)}] {path}: training ({args.method}) -> checkpoints in {work}/")
         t0 = time.perf_counter()
         train(args.method, tomogram=path, output_dir=str(work), resume=not args.no_resume, **overrides)
@@ -336,6 +380,8 @@ def cmd_demo(args) -> int:
 
     overrides = _training_overrides(args)
     _check_iterations(args.method, overrides)
+    shape = tuple(args.shape) if args.shape else tuple(_bundle_defaults(args.method).get("simulation", {}).get("shape", (64, 128, 128)))
+    _preflight(args, overrides, {"the simulated tomogram": shape})
     report = run_demo(args.output, overwrite=args.overwrite, method=args.method, shape=args.shape, snr=args.snr, **overrides)
     print(report)
     return EXIT_OK

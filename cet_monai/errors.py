@@ -23,3 +23,7 @@ class TomogramError(CetMonaiError, ValueError):
 
 class OutputExistsError(CetMonaiError, FileExistsError):
     """An output would overwrite an existing file (or the input) without ``overwrite=True``."""
+
+
+class OptionError(CetMonaiError, ValueError):
+    """An option or setting that cannot work (unknown key, impossible size, missing device, ...)."""

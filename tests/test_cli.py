@@ -159,3 +159,60 @@ def test_iterations_are_whole_epochs_or_refused(tmp_path, capsys):
 
     state = torch.load(latest_checkpoint(str(tmp_path / "b_run")), map_location="cpu", weights_only=True)
     assert state["trainer"]["iteration"] == 3
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--patch-size", "96"], "does not fit the training region"),
+        (["--patch-size", "20"], "multiple of 8"),
+        (["--set", "learnin_rate=0.1"], "did you mean learning_rate"),
+        (["--set", "network_def#dropot=0.1"], "network_def#dropout"),
+        (["--device", "gpu"], "not a device name"),
+    ],
+)
+def test_impossible_options_are_one_line_before_training(tmp_path, capsys, extra, expected):
+    """Each used to train (or start to) and end in a MONAI RuntimeError traceback, exit 1, or
+    (misspelled --set id) run silently with the default."""
+    path = tmp_path / "t.mrc"
+    write_volume(path, np.random.rand(32, 48, 48).astype(np.float32))
+    code = main(["denoise", str(path), "-o", str(tmp_path / "out.mrc"), *extra])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE and expected in err and "Traceback" not in err
+    assert not (tmp_path / "out_run").exists()  # nothing started
+
+
+def test_missing_cuda_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = tmp_path / "t.mrc"
+    write_volume(path, np.random.rand(32, 48, 48).astype(np.float32))
+    assert main(["denoise", str(path), "-o", str(tmp_path / "out.mrc"), "--device", "cuda"]) == EXIT_USAGE
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_zero_versions_and_negative_passes_are_usage_errors(tmp_path, capsys):
+    path = tmp_path / "t.mrc"
+    write_volume(path, np.random.rand(16, 16, 16).astype(np.float32))
+    for flag, value in (("--versions", "0"), ("--passes", "-1")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["denoise", str(path), "-o", str(tmp_path / "out.mrc"), flag, value])
+        assert exit_info.value.code == EXIT_USAGE
+        assert flag in capsys.readouterr().err
+
+
+def test_several_inputs_with_a_file_output_and_unwritable_folders(tmp_path, capsys):
+    a, b = tmp_path / "a.mrc", tmp_path / "b.mrc"
+    for p in (a, b):
+        write_volume(p, np.random.rand(32, 48, 48).astype(np.float32))
+    assert main(["denoise", str(a), str(b), "-o", str(tmp_path / "x.mrc")]) == EXIT_USAGE
+    assert "2 inputs need an output folder" in capsys.readouterr().err
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    assert main(["denoise", str(a), "-o", str(blocker / "out.mrc")]) == EXIT_USAGE
+    assert "is a file, not a folder" in capsys.readouterr().err
+    # checkpoints elsewhere: refused before training (it used to fail only after it)
+    assert main(["denoise", str(a), "-o", str(tmp_path / "o.mrc"), "--work-dir", str(blocker / "w")]) == EXIT_USAGE
+    assert "cannot write the checkpoints" in capsys.readouterr().err
+    assert not (tmp_path / "o_run").exists()

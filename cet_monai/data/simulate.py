@@ -162,7 +162,7 @@ def _check_outputs(paths, overwrite: bool) -> None:
         raise OutputExistsError(
             f"{existing[0]}: output file already exists"
             + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else "")
-            + " (pass overwrite=True to replace)"
+            + " (--overwrite, or overwrite=True in Python, replaces them)"
         )
 
 
@@ -179,7 +179,7 @@ def _write_mrc(path: Path, array: np.ndarray, voxel_size_zyx, overwrite: bool, d
     import mrcfile
 
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: output file already exists (pass overwrite=True)")
+        raise OutputExistsError(f"{path}: output file already exists (--overwrite, or overwrite=True in Python, replaces it)")
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp.mrc")
     try:
         with mrcfile.new(tmp, overwrite=True) as m:

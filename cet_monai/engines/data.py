@@ -21,6 +21,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from cet_monai.errors import OptionError
 from cet_monai.io import VolumeHeader, check_output_path, check_volume, read_volume, write_volume
 from cet_monai.normalize import TomogramNormalizer
 
@@ -317,6 +318,6 @@ class SaveTomogramd(MapTransform):
         """Refuse, before any work, outputs that exist or would replace an input."""
         inputs = [str(i) for i in inputs]
         if len(inputs) > 1 and Path(self.output).suffix and not Path(self.output).is_dir():
-            raise ValueError(f"{self.output}: several inputs need an output folder, not a file name")
+            raise OptionError(f"{self.output}: {len(inputs)} inputs need an output folder (-o FOLDER), not a file name")
         for i in inputs:
             check_output_path(self.output_path(i), inputs=inputs, overwrite=self.overwrite)

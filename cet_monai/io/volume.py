@@ -132,9 +132,9 @@ def check_output_path(path: os.PathLike | str, inputs: Iterable = (), overwrite:
         for inp in (inputs if not isinstance(inputs, (str, os.PathLike)) else (inputs,)):
             if inp is not None and _same_file(path, Path(inp)):
                 raise OutputExistsError(f"{path}: output would overwrite the input {inp}; "
-                                        "choose another output name (or pass overwrite=True)")
+                                        "choose another output name (or --overwrite, overwrite=True in Python)")
         if path.exists() or path.is_symlink():
-            raise OutputExistsError(f"{path}: output file already exists (pass overwrite=True to replace it)")
+            raise OutputExistsError(f"{path}: output file already exists (--overwrite, or overwrite=True in Python, replaces it)")
     return path
 
 
@@ -209,8 +209,8 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
     try:
         os.link(tmp, path)  # fails if path appeared meanwhile: no clobbering
     except FileExistsError as err:
-        raise OutputExistsError(f"{path}: output file already exists (pass overwrite=True to replace it)") from err
+        raise OutputExistsError(f"{path}: output file already exists (--overwrite, or overwrite=True in Python, replaces it)") from err
     except OSError:  # file system without hard links
         if path.exists():
-            raise OutputExistsError(f"{path}: output file already exists (pass overwrite=True to replace it)")
+            raise OutputExistsError(f"{path}: output file already exists (--overwrite, or overwrite=True in Python, replaces it)")
         os.replace(tmp, path)

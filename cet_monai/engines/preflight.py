@@ -1,0 +1,106 @@
+"""Checks run before any long work: a user's mistake is one line (exit 2), not a traceback later.
+
+Each function raises :class:`~cet_monai.errors.OptionError` naming the option, the value and the
+way out. The command line calls them after reading the inputs' headers and before training;
+they read no voxel data.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from cet_monai.errors import OptionError
+
+__all__ = ["check_config_keys", "check_device", "check_patch", "check_writable_folder"]
+
+
+def _config_ids(config, prefix: str = "") -> list[str]:
+    """Every id of a parsed bundle config (``a#b#0`` style, as ``--set`` and MONAI take them)."""
+    ids = []
+    items = config.items() if isinstance(config, Mapping) else enumerate(config) if isinstance(config, list) else ()
+    for key, value in items:
+        cid = f"{prefix}{key}"
+        ids.append(cid)
+        ids += _config_ids(value, cid + "#")
+    return ids
+
+
+def check_config_keys(keys: Sequence[str], config: Mapping, where: str) -> None:
+    """Refuse ``--set`` ids that are not in the bundle ``config`` (a plain dict read from YAML).
+
+    A misspelled id used to be added silently as a new, unused entry, so the run went on with the
+    default the user meant to change.
+    """
+    known = set(_config_ids(config))
+    for key in keys:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; the ids are the keys of {where}"
+        raise OptionError(f"--set {key}: no such setting in {where}{hint}")
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device name torch does not know, or a CUDA device that is not there."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise OptionError(f"--device {device}: not a device name (use cpu, cuda or cuda:N)") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise OptionError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)")
+    elif dev.type not in ("cpu", "mps", "xpu"):
+        raise OptionError(f"--device {device}: use cpu, cuda or cuda:N")
+
+
+def check_patch(patch_size: Sequence[int], divisor: int, training_shape: Sequence[int], path: str = "") -> None:
+    """Refuse a training patch the network cannot take or the tomogram cannot give.
+
+    Args:
+        patch_size: ``(Z, Y, X)`` voxels.
+        divisor: the network's size divisor (``2 ** down-samplings``).
+        training_shape: ``(Z, Y, X)`` of the region patches are drawn from (the tomogram minus
+            its held-out validation slab).
+        path: the tomogram, named in the message.
+    """
+    patch = [int(p) for p in patch_size]
+    if any(p < 1 for p in patch):
+        raise OptionError(f"--patch-size {patch}: must be positive")
+    bad = [p for p in patch if p % divisor]
+    if bad:
+        lo = max(divisor, bad[0] // divisor * divisor)
+        raise OptionError(f"--patch-size {bad[0]}: the network needs a multiple of {divisor} (e.g. {lo} or {lo + divisor})")
+    if any(p > s for p, s in zip(patch, training_shape)):
+        shape = "x".join(str(int(s)) for s in training_shape)
+        fit = min(int(s) for s in training_shape) // divisor * divisor
+        way = f"use --patch-size {fit} or less" if fit >= divisor else "the tomogram is too small for this network"
+        raise OptionError(f"{path + ': ' if path else ''}patch {'x'.join(map(str, patch))} does not fit the training region "
+                          f"({shape} voxels, the tomogram minus its held-out slab); {way}")
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
+    """Create ``folder`` (and parents) if needed and prove a file can be written in it.
+
+    Done before training so that a read-only or mistyped location fails in a second, not
+    after hours of fitting.
+    """
+    folder = Path(folder)
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise OptionError(f"{folder}: cannot write the {what} there: {part} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cet_monai_write_test_"):
+            pass
+    except OSError as err:
+        raise OptionError(f"{folder}: cannot write the {what} there ({err.strerror or err}); choose another folder") from err
