@@ -43,16 +43,18 @@ METHOD_TITLES = {"recorrupted": "recorrupted pairs", "fourier": "Fourier masks",
 def bundle_dir(name: str) -> Path:
     """Folder of a bundle shipped with cet-monai (``$CET_MONAI_BUNDLES`` overrides the search).
 
-    The bundles live in the repository's top-level ``bundles/`` folder, next to the package
-    (an editable install, ``pip install -e .``, uses them in place).
+    The bundles live in the repository's top-level ``bundles/`` folder, next to the package (a
+    checkout or an editable install, ``pip install -e .``, uses them in place); a wheel
+    (``pip install .``) ships them inside the package as ``cet_monai/bundles``.
     """
-    roots = [os.environ.get("CET_MONAI_BUNDLES"), Path(__file__).resolve().parent.parent / "bundles"]
+    here = Path(__file__).resolve().parent
+    roots = [os.environ.get("CET_MONAI_BUNDLES"), here.parent / "bundles", here / "bundles"]
     for root in roots:
         if root and (Path(root) / name / "configs").is_dir():
             return Path(root) / name
     raise CetMonaiError(
-        f"bundle {name!r} not found; install cet-monai from its repository with `pip install -e .` "
-        "or point CET_MONAI_BUNDLES at the folder that holds the bundles"
+        f"bundle {name!r} not found (looked in {', '.join(str(r) for r in roots if r)}); reinstall cet-monai "
+        "(`pip install .` ships the bundles) or point CET_MONAI_BUNDLES at the folder that holds them"
     )
 
 
