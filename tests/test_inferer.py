@@ -160,3 +160,59 @@ def test_whole_tomogram_split_needs_identity_windows():
 
     with pytest.raises(ValueError, match="IdentitySampler"):
         FourierSplitInferer(MCDropoutInferer(roi_size=8, sampler=ScaledCopies()))
+
+
+class _SameInputBernoulli(WindowSampler):
+    """Self2Self-style sampler whose N "masked" copies are all the window itself, so any
+    difference between the N predictions can only come from the network each went through."""
+
+    one_network_per_version = True
+    num_versions = 3
+
+    def __init__(self):
+        self.counts = []
+
+    def versions(self, windows, generator, count=None):
+        self.counts.append(count)
+        return windows.unsqueeze(0).repeat((count,) + (1,) * windows.dim()), None
+
+
+class _Recorder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.5)
+        self.outputs = []
+
+    def forward(self, x):
+        y = self.drop(torch.ones_like(x))
+        self.outputs.append(y.detach().clone())
+        return y
+
+
+def test_each_bernoulli_sample_gets_its_own_thinned_network():
+    """Self2Self: z = 1/N sum_n f_theta_n(b_n x); N = K x T samples, sample n through network n
+    (two samples through one network would give equal outputs here: a failure)."""
+    sampler, net = _SameInputBernoulli(), _Recorder()
+    inferer = MCDropoutInferer(roi_size=(8, 8, 8), sampler=sampler, passes=2, sw_batch_size=2, overlap=0.0, seed=1)
+    x = torch.zeros(1, 1, 8, 8, 16)  # two windows with the same content
+    inferer(x, net)
+    assert sampler.counts == [6]  # K=3 x T=2 samples per window
+    (out,) = net.outputs  # (N * windows, C, 8, 8, 8), version-major
+    per_sample = out.reshape(6, 2, -1)
+    flat = per_sample[:, 0]
+    assert all(not torch.equal(flat[i], flat[j]) for i in range(6) for j in range(i + 1, 6))
+    # the same thinned network theta_n in every window
+    torch.testing.assert_close(per_sample[:, 0], per_sample[:, 1])
+    # reproducible
+    net2 = _Recorder()
+    MCDropoutInferer(roi_size=(8, 8, 8), sampler=_SameInputBernoulli(), passes=2, sw_batch_size=2, overlap=0.0, seed=1)(x, net2)
+    torch.testing.assert_close(net2.outputs[0], out)
+
+
+def test_bernoulli_std_is_nonzero_with_one_pass():
+    from cet_monai.inferers.samplers import BernoulliSampler
+
+    net = DropoutUNet(spatial_dims=3, in_channels=1, out_channels=1, features=(4, 8), dropout=0.3)
+    inferer = MCDropoutInferer(roi_size=(8, 8, 8), sampler=BernoulliSampler(num_versions=4), passes=1, return_std=True, seed=0)
+    out = inferer(torch.randn(1, 1, 8, 8, 8), net)
+    assert out["std"].min() > 0

@@ -17,6 +17,7 @@ from .handlers import (
     ResumeFromCheckpoint,
     TrainingCheckpointSaver,
     TrainingProgressBar,
+    WeightAveraging,
     latest_checkpoint,
 )
 
@@ -71,6 +72,7 @@ __all__ = [
     "SaveTomogramd",
     "TomogramSource",
     "TrainingProgressBar",
+    "WeightAveraging",
     "TrainingCheckpointSaver",
     "collate_samples",
     "default_output_name",

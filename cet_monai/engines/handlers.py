@@ -22,6 +22,7 @@ from monai.transforms import Compose, Randomizable
 
 __all__ = [
     "GradientClipping",
+    "WeightAveraging",
     "RandomStates",
     "latest_checkpoint",
     "ResumeFromCheckpoint",
@@ -53,6 +54,68 @@ class GradientClipping:
         if scaler is not None and getattr(engine, "amp", False) and scaler.is_enabled():
             scaler.unscale_(engine.optimizer)
         torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.max_norm, self.norm_type)
+
+
+class WeightAveraging:
+    """Average the network's weights over the last part of training, then use the average.
+
+    With noisy targets (Noise2Noise, recorrupted pairs) every step's gradient is dominated by the
+    target's noise; averaging the weights of the last steps (Polyak / stochastic weight
+    averaging) cancels part of it at no extra training cost. Uses PyTorch's own
+    :class:`torch.optim.swa_utils.AveragedModel` (equal weights, or an exponential moving average
+    with ``decay``). After the last iteration of the budget the average is copied into
+    ``network`` (before the epoch's and the final checkpoint and validation, whatever the
+    handler order), so the final checkpoint and the inference use it.
+
+    Args:
+        network: the trained module.
+        start_iteration: iterations after which every step is averaged in; at or beyond the
+            budget, nothing is averaged (off).
+        decay: ``None`` for the plain mean of the averaged steps, else the EMA decay in (0, 1).
+
+    ``state_dict`` / ``load_state_dict`` hold the running average, so a resumed run goes on with it
+    (put the handler in the checkpoint's ``save_dict``).
+    """
+
+    def __init__(self, network: torch.nn.Module, start_iteration: int, decay: float | None = None) -> None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        if decay is not None and not 0.0 < float(decay) < 1.0:
+            raise ValueError(f"decay must be in (0, 1) or None, got {decay}")
+        self.network = network
+        self.start_iteration = int(start_iteration)
+        self.decay = None if decay is None else float(decay)
+        fn = None if self.decay is None else get_ema_multi_avg_fn(self.decay)
+        self.average = AveragedModel(network, multi_avg_fn=fn, use_buffers=True)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+
+    def update(self, engine: Engine) -> None:
+        if engine.state.iteration > self.start_iteration:
+            self.average.update_parameters(self.network)
+        if engine.state.iteration == engine.state.epoch_length * engine.state.max_epochs:
+            self.apply()
+
+    @property
+    def count(self) -> int:
+        """Steps averaged so far."""
+        return int(self.average.n_averaged)
+
+    def apply(self, engine: Engine | None = None) -> None:
+        """Copy the average into the network (nothing when no step was averaged)."""
+        if self.count == 0:
+            return
+        with torch.no_grad():
+            for target, source in zip(self.network.state_dict().values(), self.average.module.state_dict().values()):
+                target.copy_(source)
+        logger.info("network weights: the average of the last %d steps", self.count)
+
+    def state_dict(self) -> dict:
+        return self.average.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.average.load_state_dict(state)
 
 
 def _randomizables(transform) -> list[Randomizable]:

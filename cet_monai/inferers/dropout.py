@@ -7,7 +7,8 @@ module's mode on exit.
 With ``pass_seeds`` it also fixes each pass's dropout masks: pass ``t`` draws its masks from a
 generator seeded with ``pass_seeds[t]`` and the layer's index, and applies the *same* masks to
 every window of the tomogram. Each pass is then one thinned network ``f_theta_t`` applied to
-the whole tomogram, as in the seed method's ``z = 1/T sum_t f_theta_t(x)``, and a batch that
+the whole tomogram, as in ``z = 1/T sum_t f_theta_t(x)`` of the Fourier method (and, one
+network per Bernoulli sample, of Self2Self), and a batch that
 stacks several passes gives exactly the result of running the passes one by one. torch's own
 dropout cannot do this (one generator draws one mask over the whole batch), hence the small
 replacement forward below.

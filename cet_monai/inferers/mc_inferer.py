@@ -33,9 +33,18 @@ class WindowSampler:
     """
 
     num_versions: int = 1
+    #: ``True``: every input version gets its own thinned network (Self2Self's
+    #: ``z = 1/N sum_n f_theta_n(b_n * x)``): the inferer draws ``N = K * T`` versions and sends
+    #: version ``n`` through dropout pass ``n`` only. ``False``: the ``K`` versions share the
+    #: ``T`` thinned networks (``K * T`` predictions from ``T`` networks).
+    one_network_per_version: bool = False
 
-    def versions(self, windows: torch.Tensor, generator: torch.Generator):
-        """Input versions of ``windows`` (B, C, Z, Y, X): returns ``(inputs (K, B, C, Z, Y, X), aux)``."""
+    def versions(self, windows: torch.Tensor, generator: torch.Generator, count: int | None = None):
+        """Input versions of ``windows`` (B, C, Z, Y, X): returns ``(inputs (K, B, C, Z, Y, X), aux)``.
+
+        ``count`` is passed to ``one_network_per_version`` samplers only (``N = K * T``, which
+        replaces ``K``); other samplers may keep the two-argument signature.
+        """
         raise NotImplementedError
 
     def combine(self, predictions: torch.Tensor, aux) -> torch.Tensor:
@@ -49,7 +58,7 @@ class IdentitySampler(WindowSampler):
     num_versions = 1
     config: dict = {}
 
-    def versions(self, windows, generator):
+    def versions(self, windows, generator, count=None):
         return windows.unsqueeze(0), None
 
 
@@ -119,7 +128,9 @@ class MCDropoutInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs):
         """Denoise ``inputs`` (B, C, Z, Y, X); returns the estimate, or ``{"mean", "std"}``."""
         n_passes = max(self.passes, 1)
-        seeds = [self.seed * 10_007 + t for t in range(n_passes)] if self.passes > 0 else None
+        paired = self.sampler.one_network_per_version
+        n_networks = n_passes * self.sampler.num_versions if paired else n_passes
+        seeds = [self.seed * 10_007 + t for t in range(n_networks)] if self.passes > 0 else None
         generator_device = kwargs.pop("generator_device", None)
         generators: dict[str, torch.Generator] = {}
 
@@ -142,13 +153,17 @@ class MCDropoutInferer(Inferer):
                     windows = torch.as_tensor(windows).float()
                     if self.window_transform is not None:
                         windows = self.window_transform(windows)
-                    versions, aux = self.sampler.versions(windows, generator_for(windows.device))
+                    generator = generator_for(windows.device)
+                    versions, aux = self.sampler.versions(windows, generator, n_networks) if paired else self.sampler.versions(windows, generator)
                     k, b = versions.shape[:2]
                     flat = versions.reshape((k * b,) + versions.shape[2:])
-                    batch = flat.repeat((n_passes,) + (1,) * (flat.dim() - 1))
-                    pass_index = torch.arange(n_passes).repeat_interleave(k * b)
+                    if paired:  # version n -> thinned network n, the same n in every window
+                        batch, pass_index, t = flat, torch.arange(k).repeat_interleave(b), 1
+                    else:
+                        batch = flat.repeat((n_passes,) + (1,) * (flat.dim() - 1))
+                        pass_index, t = torch.arange(n_passes).repeat_interleave(k * b), n_passes
                     out = self._run(network, batch, pass_index, state, *args, **kwargs)
-                    preds = out.reshape((n_passes, k, b) + out.shape[1:])
+                    preds = out.reshape((t, k, b) + out.shape[1:])
                     estimate = self.sampler.combine(preds, aux)
                     if self.return_std:
                         return {"mean": estimate, "std": preds.float().std(dim=(0, 1), unbiased=False)}

@@ -32,7 +32,14 @@ __all__ = ["BernoulliSampler", "FourierSampler", "RecorruptedSampler"]
 
 
 class BernoulliSampler(WindowSampler):
-    """``K`` real-space Bernoulli-masked copies of each window (keep probability ``keep_prob``)."""
+    """Real-space Bernoulli-masked copies ``b_n * x`` of each window (keep probability ``keep_prob``).
+
+    Self2Self's estimate ``z = 1/N sum_n f_theta_n(b_n * x)``: every sample ``n`` goes through its
+    own thinned network ``theta_n`` (``one_network_per_version``), the same ``theta_n`` in every
+    window; with ``K`` versions and ``T`` passes the inferer draws ``N = K * T`` samples.
+    """
+
+    one_network_per_version = True
 
     def __init__(self, num_versions: int = 4, keep_prob: float = 0.5, block_scale: int = 8, block_mask_prob: float = 0.0):
         self.config = {"num_versions": int(num_versions), "keep_prob": keep_prob, "block_scale": block_scale, "block_mask_prob": block_mask_prob}
@@ -41,8 +48,9 @@ class BernoulliSampler(WindowSampler):
         self.block_scale = block_scale
         self.block_mask_prob = block_mask_prob
 
-    def versions(self, windows, generator):
-        v = bernoulli_versions(windows, self.num_versions, self.keep_prob, self.block_scale, self.block_mask_prob, generator)
+    def versions(self, windows, generator, count=None):
+        n = self.num_versions if count is None else int(count)
+        v = bernoulli_versions(windows, n, self.keep_prob, self.block_scale, self.block_mask_prob, generator)
         return v.inputs, None
 
 
@@ -66,7 +74,7 @@ class FourierSampler(WindowSampler):
         self.restrict = restrict
         self.mask_options = mask_options
 
-    def versions(self, windows, generator):
+    def versions(self, windows, generator, count=None):
         v = fourier_versions(windows, self.num_versions, mode=self.masks, generator=generator, **self.mask_options)
         return v.inputs, v
 
@@ -105,7 +113,7 @@ class RecorruptedSampler(WindowSampler):
         self.margin = int(margin)
         self.config = {"spectrum": self.spectrum.state_dict(), "num_versions": self.num_versions, "alpha": self.alpha, "margin": self.margin}
 
-    def versions(self, windows, generator):
+    def versions(self, windows, generator, count=None):
         from cet_monai.transforms import colored_noise
 
         k, m = self.num_versions, self.margin
