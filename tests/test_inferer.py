@@ -216,3 +216,22 @@ def test_bernoulli_std_is_nonzero_with_one_pass():
     inferer = MCDropoutInferer(roi_size=(8, 8, 8), sampler=BernoulliSampler(num_versions=4), passes=1, return_std=True, seed=0)
     out = inferer(torch.randn(1, 1, 8, 8, 8), net)
     assert out["std"].min() > 0
+
+
+def test_bernoulli_block_fourier_masks_keep_the_intensity_scale():
+    """With an identity network the mean of K masked copies is irfftn(F E[w]) (0.3-0.8 of the
+    input by frequency); the sampler divides by E[w]: slope of the input on the estimate ~1."""
+    from cet_monai.inferers.samplers import FourierSampler
+
+    x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    sampler = FourierSampler(num_versions=256, masks="seed", keep_prob=0.5, flip_prob=0.1, block_scale=2)
+    versions, aux = sampler.versions(x, torch.Generator().manual_seed(1))
+    preds = versions.unsqueeze(0)  # identity network, T = 1
+    plain = preds.mean(dim=(0, 1))
+    estimate = sampler.combine(preds, aux)
+
+    def slope(out):
+        return float((out * x).sum() / (out * out).sum())
+
+    assert slope(plain) > 1.3  # attenuated: the input is ~1.6 times the plain mean
+    assert 0.9 < slope(estimate) < 1.1

@@ -8,7 +8,9 @@
 * :class:`FourierSampler` (Fourier space): ``K`` Fourier versions of each window, made in the
   window's own spectrum (memory stays bounded by the window batch).
 
-  - ``masks="seed"``: the seed method's masks; estimate = the mean of the ``K*T`` predictions.
+  - ``masks="seed"``: Bernoulli-block masks with a kept low-frequency ball and sign flips;
+    estimate = the mean of the ``K*T`` predictions, its spectrum divided by the masks' expected
+    weight ``E[w](k)`` (so it keeps the input's intensity scale).
   - ``masks="split"``: the input half of a complementary split. With ``restrict=True``
     (default) each prediction is used only on the frequencies its input did not see, and each
     frequency is averaged over the versions that did not see it
@@ -80,7 +82,7 @@ class FourierSampler(WindowSampler):
 
     def combine(self, predictions: torch.Tensor, aux) -> torch.Tensor:
         if self.masks == "seed":
-            return predictions.mean(dim=(0, 1))
+            return self._unattenuated(predictions.mean(dim=(0, 1)))
         mean_over_passes = predictions.mean(dim=0)  # (K, B, C, Z, Y, X)
         if self.restrict:
             return combine_split_predictions(
@@ -88,6 +90,22 @@ class FourierSampler(WindowSampler):
                 shared_mask=aux.shared_mask,
             )
         return mean_over_passes.mean(dim=0) / aux.target_scale
+
+    def _unattenuated(self, mean: torch.Tensor) -> torch.Tensor:
+        """Divide the mean prediction's spectrum by the masks' expected weight ``E[w](k)``.
+
+        A network trained to predict a Bernoulli-masked target learns ``E[target | input]``,
+        whose spectrum is ``E[w](k)`` (0.3-0.8 by frequency for the default masks, the sign flips
+        included) times the estimate of the tomogram's: without this the output is a
+        frequency-dependent attenuation of the input's intensity scale.
+        """
+        from cet_monai.transforms.fourier import FFT_DIMS, expected_seed_mask
+
+        shape = tuple(mean.shape[-3:])
+        options = {k: self.mask_options[k] for k in ("keep_prob", "flip_prob", "lowpass_fraction") if k in self.mask_options}
+        weight = expected_seed_mask(shape, **options).to(device=mean.device, dtype=torch.float32)
+        spec = torch.fft.rfftn(mean.float(), dim=FFT_DIMS) / weight
+        return torch.fft.irfftn(spec, s=shape, dim=FFT_DIMS).to(mean.dtype)
 
 
 class RecorruptedSampler(WindowSampler):
