@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,3 +295,66 @@ def test_torchrun_two_processes_gloo(tmp_path):
     # one writer: both TensorBoard event files (trainer and evaluator) come from the same process
     events = glob.glob(str(out / "tensorboard" / "events.*"))
     assert len(events) == 2 and len({Path(e).name.split(".")[-2] for e in events}) == 1
+
+
+def _split_top_level(text: str) -> list[str]:
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[(" and 1 or 0
+        depth -= ch in "])" and 1 or 0
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return out + [cur.strip()]
+
+
+def _readme_defaults(readme: Path):
+    """(config id, documented default) for every settings-table row whose defaults are plain
+    values (numbers, lists, booleans, null, `strings`; "2 epochs" counts as 2)."""
+    import re
+
+    for line in readme.read_text().splitlines():
+        m = re.match(r"^\|\s*(`[^|]+)\|\s*([^|]+)\|", line)
+        if not m:
+            continue
+        keys = re.findall(r"`([^`]+)`", m.group(1))
+        base = keys[0].rsplit("#", 1)[0] if "#" in keys[0] else ""
+        keys = [f"{base}{k}" if k.startswith("#") else k for k in keys]
+        values = _split_top_level(m.group(2).strip())
+        if len(values) != len(keys):
+            continue
+        parsed = []
+        for v in values:
+            v = re.sub(r" (epochs?|iterations|voxels)$", "", v.strip())
+            quoted = v.startswith("`") and v.endswith("`")
+            try:
+                value = yaml.safe_load(v.strip("`"))
+                value = float(value) if isinstance(value, str) and not quoted and re.fullmatch(r"[\d.]+e-?\d+", value) else value
+            except yaml.YAMLError:
+                parsed = None
+                break
+            if isinstance(value, str) and not quoted:
+                parsed = None
+                break
+            parsed.append(value)
+        yield from zip(keys, parsed or [])
+
+
+@pytest.mark.parametrize("bundle", ["recorrupted_denoising", "fourier_denoising", "real_denoising"])
+def test_readme_settings_tables_state_the_shipped_defaults(bundle):
+    root = Path(__file__).resolve().parent.parent / "bundles" / bundle
+    config = yaml.safe_load((root / "configs" / "train.yaml").read_text())
+    checked = 0
+    for key, documented in _readme_defaults(root / "docs" / "README.md"):
+        node = config
+        for part in key.split("#"):
+            assert isinstance(node, dict) and part in node, f"README documents {key!r}, which train.yaml does not have"
+            node = node[part]
+        if isinstance(node, str) and node.startswith("$"):
+            continue  # an expression: documented in words
+        same = documented == node or (isinstance(documented, (int, float)) and isinstance(node, (int, float)) and abs(documented - node) < 1e-12)
+        assert same, f"{bundle} README says {key} = {documented!r}, train.yaml ships {node!r}"
+        checked += 1
+    assert checked >= 8
