@@ -528,3 +528,45 @@ def test_header_validation():
         VolumeHeader(voxel_size=0.0)
     h = VolumeHeader.from_affine(HEADER.affine)
     assert h.voxel_size == pytest.approx(HEADER.voxel_size) and h.origin == pytest.approx(HEADER.origin)
+
+
+def test_nifti_output_keeps_the_input_orientation(tmp_path):
+    """A rotated / flipped NIfTI input: the output overlays it (same affine), voxel size and
+    origin still come from the header (it used to be written with a diagonal affine)."""
+    import nibabel as nib
+
+    theta = np.deg2rad(30)
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, -1.0]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot * np.array([7.0, 8.0, 9.0])
+    affine[:3, 3] = [10.0, -20.0, 30.0]
+    src = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.rand(6, 5, 4).astype(np.float32), affine), src)
+    data, header = read_volume(src)
+    out = write_volume(tmp_path / "out.nii.gz", data, header=header)
+    np.testing.assert_allclose(nib.load(out).affine, affine, atol=1e-5)
+    changed = write_volume(tmp_path / "vs.nii.gz", data, header=header.replace(voxel_size=(2.0, 2.0, 2.0)))
+    a = nib.load(changed).affine
+    np.testing.assert_allclose(np.linalg.norm(a[:3, :3], axis=0), [2.0, 2.0, 2.0], atol=1e-5)
+    np.testing.assert_allclose(a[:3, :3] / 2.0, rot, atol=1e-5)
+
+
+def test_full_disk_keeps_the_previous_file_and_says_so(tmp_path, monkeypatch):
+    import errno
+
+    from cet_monai.errors import TomogramError
+    from cet_monai.io import volume as volume_module
+
+    path = tmp_path / "out.mrc"
+    write_volume(path, np.zeros((4, 4, 4), np.float32))
+    before = path.read_bytes()
+
+    def full(tmp, *args):
+        Path(tmp).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setitem(volume_module._WRITERS, "mrc", full)
+    with pytest.raises(TomogramError, match="disk is full.*previous file is intact"):
+        write_volume(path, np.ones((4, 4, 4), np.float32), overwrite=True)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mrc"]  # no temporary left

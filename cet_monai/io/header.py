@@ -36,6 +36,10 @@ class VolumeHeader:
         extended_header: raw bytes of the MRC extended header; written back unchanged.
         image_stack: the MRC file is a stack of 2D images (space group 0), not a volume.
         format: ``"mrc"``, ``"nifti"``, ``"tiff"`` for a header read from a file, ``""`` otherwise.
+        nifti_affine: the 4x4 affine of a NIfTI file as stored (``(i, j, k)`` = ``(X, Y, Z)``
+            indices to world), so a NIfTI output keeps the input's orientation (rotations and
+            flips); ``None`` otherwise. Its column lengths and translation are replaced by
+            ``voxel_size`` and ``origin`` when written, so those stay authoritative.
 
     Only ``voxel_size`` and ``origin`` are carried to every format; the other fields are MRC's and
     are written back only to MRC files. Data statistics (min, max, mean, rms) and the MRC mode are
@@ -50,6 +54,7 @@ class VolumeHeader:
     extended_header: bytes = b""
     image_stack: bool = False
     format: str = ""
+    nifti_affine: tuple | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "voxel_size", _triple(self.voxel_size, "voxel_size"))
@@ -57,6 +62,11 @@ class VolumeHeader:
         object.__setattr__(self, "nstart", _triple(self.nstart, "nstart", int))
         object.__setattr__(self, "labels", tuple(str(s) for s in self.labels))
         object.__setattr__(self, "extended_header", bytes(self.extended_header))
+        if self.nifti_affine is not None:
+            a = np.asarray(self.nifti_affine, dtype=np.float64)
+            if a.shape != (4, 4) or not np.isfinite(a).all():
+                raise ValueError(f"nifti_affine must be a finite 4x4 matrix, got shape {a.shape}")
+            object.__setattr__(self, "nifti_affine", tuple(tuple(float(v) for v in row) for row in a))
         if not all(np.isfinite(v) and v > 0 for v in self.voxel_size):
             raise ValueError(f"voxel_size must be positive and finite, got {self.voxel_size}")
 

@@ -5,7 +5,9 @@ NIfTI arrays are indexed ``(i, j, k)`` = ``(X, Y, Z)``; they are transposed (a v
 :func:`read_nifti` returns. ``pixdim`` (the affine's column lengths) is read as the voxel size in
 angstrom exactly as stored -- NIfTI's nominal unit (mm) and ``xyzt_units`` are ignored, and
 files are written with units "unknown" -- so a label map made for an MRC tomogram round-trips
-with the tomogram's voxel size. Rotations and flips in the affine are not applied.
+with the tomogram's voxel size. Rotations and flips in the affine are not applied to the array;
+they are kept in the header (``VolumeHeader.nifti_affine``) and written back to NIfTI outputs, so
+an output overlays its input in any NIfTI viewer.
 """
 
 from __future__ import annotations
@@ -56,13 +58,20 @@ def read_nifti(path: os.PathLike | str, mmap: bool = False):
     zooms += [1.0] * (3 - len(zooms))
     voxel_size = tuple(z if np.isfinite(z) and z > 0 else 1.0 for z in reversed(zooms))
     origin = tuple(_f32(v) for v in img.affine[2::-1, 3])
-    return data.transpose(2, 1, 0), VolumeHeader(voxel_size=voxel_size, origin=origin, format="nifti")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    kept = affine if np.isfinite(affine).all() and abs(np.linalg.det(affine[:3, :3])) > 0 else None
+    return data.transpose(2, 1, 0), VolumeHeader(voxel_size=voxel_size, origin=origin, format="nifti", nifti_affine=kept)
 
 
 def write_nifti(path: os.PathLike | str, array: np.ndarray, header: VolumeHeader, dtype) -> None:
-    """Write ``array`` ``(Z, Y, X)`` as NIfTI-1 with a diagonal affine (voxel size, origin)."""
+    """Write ``array`` ``(Z, Y, X)`` as NIfTI-1: the input's orientation (``header.nifti_affine``,
+    else axis-aligned) with ``header``'s voxel size and origin."""
     dtype = np.dtype(dtype)  # one NIfTI can hold, checked by write_volume
     affine = np.diag([*header.voxel_size[::-1], 1.0])
+    if header.nifti_affine is not None:
+        stored = np.asarray(header.nifti_affine, dtype=np.float64)[:3, :3]
+        directions = stored / np.linalg.norm(stored, axis=0)
+        affine[:3, :3] = directions * np.asarray(header.voxel_size[::-1])
     affine[:3, 3] = header.origin[::-1]
     data = cast_chunk(np.asarray(array), dtype).transpose(2, 1, 0)
     img = nib.Nifti1Image(data, affine)

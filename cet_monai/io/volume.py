@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from collections.abc import Iterable
@@ -187,6 +188,11 @@ def write_volume(
         _WRITERS[fmt](tmp, array, header, dtype)
         _fsync(tmp)
         _publish(tmp, path, overwrite)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = "the previous file is intact" if path.exists() else "nothing was written"
+            raise TomogramError(path, f"the disk is full ({err.strerror}); {kept} -- free space or choose another output folder") from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
