@@ -358,3 +358,14 @@ def test_readme_settings_tables_state_the_shipped_defaults(bundle):
         assert same, f"{bundle} README says {key} = {documented!r}, train.yaml ships {node!r}"
         checked += 1
     assert checked >= 8
+
+
+def test_command_line_booleans_as_strings_are_read_as_booleans(tmp_path):
+    """`python -m monai.bundle run ... --progress false` passes the string "false"."""
+    from cet_monai.engines import TrainingProgressBar, as_bool
+    from cet_monai.errors import OptionError
+
+    assert [as_bool(v) for v in ("false", "False", "0", "no", "true", "YES", 1, False)] == [False] * 4 + [True] * 3 + [False]
+    with pytest.raises(OptionError, match="progress: expected true or false"):
+        as_bool("maybe", "progress")
+    assert TrainingProgressBar(enabled="false").enabled is False

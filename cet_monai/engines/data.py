@@ -22,6 +22,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from cet_monai.errors import OptionError
+
+from .preflight import as_bool
 from cet_monai.io import VolumeHeader, check_output_path, check_volume, read_volume, write_volume
 from cet_monai.normalize import TomogramNormalizer
 
@@ -274,7 +276,7 @@ class SaveTomogramd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.output = output
         self.meta_source_key = meta_source_key
-        self.overwrite = overwrite
+        self.overwrite = as_bool(overwrite, "overwrite")
         self.preview = preview
         self.dtype = dtype
         self.written: list[Path] = []

@@ -263,9 +263,11 @@ class ResumeFromCheckpoint:
     """
 
     def __init__(self, checkpoint_dir: str, load_dict: dict, enabled: bool = True, map_location=None, engine_key: str = "trainer") -> None:
+        from .preflight import as_bool
+
         self.checkpoint_dir = checkpoint_dir
         self.load_dict = load_dict
-        self.enabled = enabled
+        self.enabled = as_bool(enabled, "resume")
         self.map_location = map_location
         self.engine_key = engine_key
 
@@ -318,7 +320,8 @@ class TrainingProgressBar:
     """A tqdm progress bar over training iterations showing the current loss (ignite's ProgressBar)."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
+        from .preflight import as_bool
+        self.enabled = as_bool(enabled, "progress")
 
     def attach(self, engine: Engine) -> None:
         if not self.enabled:

@@ -15,7 +15,27 @@ from pathlib import Path
 
 from cet_monai.errors import OptionError
 
-__all__ = ["check_config_keys", "check_device", "check_patch", "check_writable_folder"]
+__all__ = ["as_bool", "check_config_keys", "check_device", "check_patch", "check_writable_folder"]
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0", "none", "null", ""}
+
+
+def as_bool(value, name: str = "value") -> bool:
+    """A boolean setting as given on a command line: ``True``/``False``, 0/1, or the strings
+    true/false, yes/no, on/off, 1/0 in any case.
+
+    ``python -m monai.bundle run ... --progress false`` passes the *string* ``"false"`` (only
+    ``False`` is read as a boolean), which plain ``if value:`` takes as true.
+    """
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise OptionError(f"{name}: expected true or false, got {value!r}")
 
 
 def _config_ids(config, prefix: str = "") -> list[str]:

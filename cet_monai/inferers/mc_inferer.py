@@ -113,7 +113,7 @@ class MCDropoutInferer(Inferer):
         self.passes = int(passes)
         self.max_batch = max_batch
         self.seed = int(seed)
-        self.return_std = return_std
+        self.return_std = _flag(return_std, "return_std / save_std")
         self.window_transform = window_transform
         self.sliding_window = SlidingWindowInferer(
             roi_size=roi_size,
@@ -122,7 +122,7 @@ class MCDropoutInferer(Inferer):
             mode=mode,
             sw_device=sw_device,
             device=device,
-            progress=progress,
+            progress=_flag(progress, "progress"),
         )
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs):
@@ -194,6 +194,12 @@ class MCDropoutInferer(Inferer):
                 continue
             start = stop
         return torch.cat(outputs, dim=0)
+
+
+def _flag(value, name: str) -> bool:
+    from cet_monai.engines.preflight import as_bool  # a command line's "false" is a string
+
+    return as_bool(value, name)
 
 
 class _null_state:
