@@ -1,7 +1,8 @@
 """The ``cet-monai`` command: denoise cryo-electron tomograms from a single tomogram.
 
 Exit status: 0 success; 2 bad input or options (one line on stderr names the file and the
-problem); 1 an unexpected error (with its traceback); 130 interrupted (Ctrl-C).
+problem); 1 an unexpected error (with its traceback); 130 interrupted (Ctrl-C); 143 terminated
+(SIGTERM, e.g. a batch job's time limit). After 130 or 143 the same command resumes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from pathlib import Path
 from cet_monai import __version__
 from cet_monai.errors import CetMonaiError
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler; a BaseException so nothing on the way catches it as an error
+    (MONAI's checkpoint saver still writes its checkpoint on the way out)."""
 
 DESCRIPTION = """\
 Self-supervised denoising of cryo-electron tomograms from ONE noisy tomogram: no clean
@@ -412,11 +418,18 @@ def main(argv=None) -> int:
         warnings.filterwarnings("ignore", category=UserWarning, module="monai")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    import signal
+
+    def _terminate(signum, frame):  # a scheduler's SIGTERM (job time limit, scancel) ends the run like Ctrl-C
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        _say("interrupted; run the same command again to resume from the last checkpoint")
-        return EXIT_INTERRUPTED
+    except (KeyboardInterrupt, Terminated) as stop:
+        _say(("terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted")
+             + "; run the same command again to resume from the last checkpoint")
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     except (CetMonaiError, FileNotFoundError) as error:
         _say(f"cet-monai {args.command}: error: {error}")
         return EXIT_USAGE

@@ -312,8 +312,24 @@ class TrainingCheckpointSaver(CheckpointSaver):
         self.engine_key = engine_key
 
     def attach(self, engine: Engine) -> None:
+        from cet_monai.faults import FAULT_ENV, fault_point
+
         self.save_dict[self.engine_key] = engine  # the Checkpoint objects hold this same dict
         super().attach(engine)
+        if os.environ.get(FAULT_ENV):
+            engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: fault_point("iteration"))
+
+    def interval_completed(self, engine: Engine) -> None:
+        from cet_monai.faults import fault_point
+
+        fault_point("checkpoint")
+        super().interval_completed(engine)
+
+    def completed(self, engine: Engine) -> None:
+        from cet_monai.faults import fault_point
+
+        fault_point("checkpoint")
+        super().completed(engine)
 
 
 class TrainingProgressBar:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.inferers import Inferer, SlidingWindowInferer
 
+from cet_monai.faults import fault_point
+
 from .dropout import mc_dropout
 
 __all__ = ["WindowSampler", "IdentitySampler", "MCDropoutInferer", "is_out_of_memory"]
@@ -150,6 +152,7 @@ class MCDropoutInferer(Inferer):
             with ctx as state, torch.no_grad():
 
                 def predictor(windows: torch.Tensor):
+                    fault_point("inference")
                     windows = torch.as_tensor(windows).float()
                     if self.window_transform is not None:
                         windows = self.window_transform(windows)

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import uuid
+from glob import escape as glob_escape
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from cet_monai.faults import fault_point
 from cet_monai.errors import OutputExistsError, TomogramError
 from cet_monai.io.header import VolumeHeader
 from cet_monai.io.mrc import MRC_DTYPES, read_mrc, write_mrc
 from cet_monai.io.nifti import NIFTI_DTYPES, read_nifti, write_nifti
 from cet_monai.io.tiff import TIFF_DTYPES, read_tiff, write_tiff
 from cet_monai.io.utils import SLAB_VOXELS, iter_slabs, to_numpy, volume_format
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["read_volume", "write_volume", "check_volume", "check_output_path", "as_float32"]
 
@@ -183,10 +188,12 @@ def write_volume(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
+    _remove_stale_temporaries(path, suffix)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{suffix}")
     try:
         _WRITERS[fmt](tmp, array, header, dtype)
         _fsync(tmp)
+        fault_point("output")
         _publish(tmp, path, overwrite)
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -197,6 +204,21 @@ def write_volume(
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _remove_stale_temporaries(path: Path, suffix: str) -> None:
+    """Delete temporaries of ``path`` left by a writer that was killed (its process is gone)."""
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*-*.tmp{glob_escape(suffix)}"):
+        pid = tmp.name[len(path.name) + 2 :].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+            logger.info("removed %s, left by an interrupted write", tmp)
+        except PermissionError:
+            pass  # another user's live process
 
 
 def _fsync(path: Path) -> None:
