@@ -30,3 +30,20 @@ def test_bad_sizes_and_options_are_clear():
         network_from_preset("huge")
     with pytest.raises(ValueError, match="dropout"):
         DropoutUNet(dropout=1.0)
+
+
+def test_cpu_bfloat16_runs_in_bfloat16_and_returns_float32():
+    import torch
+
+    from cet_monai.networks import DropoutUNet, native_cpu_bfloat16
+
+    assert isinstance(native_cpu_bfloat16(), bool)
+    torch.manual_seed(0)
+    fp32 = DropoutUNet(features=(4, 8), dropout=0.0)
+    bf16 = DropoutUNet(features=(4, 8), dropout=0.0, cpu_bfloat16=True)
+    bf16.load_state_dict(fp32.state_dict())
+    x = torch.randn(2, 1, 16, 16, 16)
+    a, b = fp32(x), bf16(x)
+    assert b.dtype == torch.float32 and not torch.equal(a, b)  # other arithmetic ...
+    assert torch.allclose(a, b, atol=0.05 * float(a.abs().max()))  # ... the same network
+    assert bf16.config["cpu_bfloat16"] is True

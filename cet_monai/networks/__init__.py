@@ -10,7 +10,7 @@ Presets (keyword arguments of :class:`DropoutUNet`):
 
 from __future__ import annotations
 
-from .unet import DropoutUNet
+from .unet import DropoutUNet, native_cpu_bfloat16
 
 PRESETS: dict[str, dict] = {
     "small": {"features": (8, 16, 32, 64), "dropout": 0.0, "norm": None},
@@ -27,4 +27,4 @@ def network_from_preset(preset: str = "small", **overrides) -> DropoutUNet:
     return DropoutUNet(**{**PRESETS[preset], **overrides})
 
 
-__all__ = ["DropoutUNet", "PRESETS", "network_from_preset"]
+__all__ = ["DropoutUNet", "PRESETS", "native_cpu_bfloat16", "network_from_preset"]

@@ -16,7 +16,27 @@ import torch
 from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
-__all__ = ["DropoutUNet"]
+__all__ = ["DropoutUNet", "native_cpu_bfloat16"]
+
+
+def native_cpu_bfloat16() -> bool:
+    """True when this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX, ARM BF16), so
+    :class:`DropoutUNet` (``cpu_bfloat16=True``) trains faster in it.
+
+    Read from the CPU's feature flags (``/proc/cpuinfo`` on Linux; elsewhere ``False``) and
+    oneDNN's own check; PyTorch has no public query for native bfloat16 support.
+    """
+    try:
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    except (OSError, AttributeError, RuntimeError):
+        return False
+    return False
 
 
 class _DoubleConv(nn.Sequential):
@@ -48,6 +68,11 @@ class DropoutUNet(nn.Module):
             (weights and activations): the same numbers, about twice as fast for these small 3D
             convolutions on a CPU (measured: 0.24 -> 0.13 s per training step of 4 x 32^3 on 2
             cores). Inputs and outputs keep their own layout.
+        cpu_bfloat16: on a CPU, run the network under ``torch.autocast("cpu", bfloat16)``
+            (convolutions in bfloat16, the output cast back to float32). Worth it only where the
+            CPU computes bfloat16 natively (:func:`native_cpu_bfloat16`; measured 1.5-1.7x faster
+            training steps there); elsewhere it is emulated and slower. No effect on a GPU, where
+            the bundles' ``amp`` setting decides.
 
     The output has no activation: a denoised tomogram is unbounded and signed.
     """
@@ -63,6 +88,7 @@ class DropoutUNet(nn.Module):
         act: str | tuple = ("leakyrelu", {"negative_slope": 0.1, "inplace": True}),
         upsample_mode: str = "nontrainable",
         channels_last: bool = True,
+        cpu_bfloat16: bool = False,
     ) -> None:
         super().__init__()
         features = tuple(int(f) for f in features)
@@ -70,8 +96,9 @@ class DropoutUNet(nn.Module):
         self.config = {
             "spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
             "features": list(features), "dropout": dropout, "norm": norm, "act": act, "upsample_mode": upsample_mode,
-            "channels_last": bool(channels_last),
+            "channels_last": bool(channels_last), "cpu_bfloat16": bool(cpu_bfloat16),
         }
+        self.cpu_bfloat16 = bool(cpu_bfloat16)
         if len(features) < 2:
             raise ValueError(f"features needs at least two levels, got {features}")
         if not 0.0 <= dropout < 1.0:
@@ -109,6 +136,12 @@ class DropoutUNet(nn.Module):
                 f"DropoutUNet with {self.depth} down-samplings needs spatial sizes divisible by "
                 f"{self.divisor}, got {tuple(x.shape[2:])}"
             )
+        if self.cpu_bfloat16 and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self._forward(x).float()
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=self.memory_format)
         skips = []
         for i, enc in enumerate(self.encoders):
