@@ -53,6 +53,35 @@ def _open(path: Path, mmap: bool):
     return mrc, strict_error, messages
 
 
+_MODE_BYTES = {0: 1.0, 1: 2.0, 2: 4.0, 3: 4.0, 4: 8.0, 6: 2.0, 12: 2.0, 101: 0.5}
+
+
+def _check_claimed_size(path: Path) -> None:
+    """Refuse, before ``mrcfile`` reads anything, a header that claims more bytes than the file has.
+
+    ``mrcfile`` allocates the extended header and the data block from the header's own numbers,
+    so one corrupt field (e.g. ``nsymbt``) can ask for gigabytes from a tiny file. Both byte orders
+    are tried (the machine stamp may itself be corrupt); compressed files are left to ``mrcfile``.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        return  # _open reports it
+    if len(head) < 1024:
+        raise TomogramError(path, f"truncated MRC file: {size} bytes, shorter than the 1024-byte header")
+    claims = []
+    for order in "<>":
+        nx, ny, nz, mode = np.frombuffer(head, dtype=f"{order}i4", count=4)
+        nsymbt = int(np.frombuffer(head, dtype=f"{order}i4", count=1, offset=92)[0])
+        if min(nx, ny, nz) < 0 or nsymbt < 0 or int(mode) not in _MODE_BYTES:
+            continue
+        claims.append(1024 + nsymbt + int(np.ceil(int(nx) * int(ny) * int(nz) * _MODE_BYTES[int(mode)])))
+    if claims and min(claims) > size:
+        raise TomogramError(path, f"corrupt or truncated MRC file: its header describes {min(claims)} bytes, the file has {size}")
+
+
 def _cell_to_size(cell: np.float32, m: int) -> float:
     """The shortest decimal ``v`` with ``float32(v * m) == cell`` (e.g. 10.52, not 10.519999821...),
     so writing ``voxel_size * m`` back as float32 reproduces the header's ``cella`` exactly."""
@@ -117,6 +146,8 @@ def read_mrc(path: os.PathLike | str, mmap: bool = False, strict_size: bool = Fa
         open reads (e.g. a zero machine stamp) gives a warning naming the file instead.
     """
     path = Path(path)
+    if not has_suffix(path, (".gz", ".bz2")):
+        _check_claimed_size(path)
     mrc, strict_error, messages = _open(path, mmap)
     try:
         data, h = mrc.data, mrc.header

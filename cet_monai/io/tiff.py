@@ -61,6 +61,12 @@ def read_tiff(path: os.PathLike | str, mmap: bool = False):
             ij = tif.imagej_metadata or {}
             res_unit = int(page.tags["ResolutionUnit"].value) if "ResolutionUnit" in page.tags else 1
             xsize, ysize = _pixel_size(page.tags.get("XResolution")), _pixel_size(page.tags.get("YResolution"))
+            claimed = int(np.prod(shape, dtype=np.float64)) * np.dtype(series.dtype).itemsize
+            size = path.stat().st_size
+            # a corrupt tag can claim gigabytes that tifffile would allocate before reading
+            limit = size if int(page.compression) == 1 else 1000 * size
+            if claimed > limit:
+                raise TomogramError(path, f"corrupt TIFF: its tags describe {claimed} bytes of data, the file has {size}")
             data = None
             if mmap:
                 try:
@@ -69,12 +75,14 @@ def read_tiff(path: os.PathLike | str, mmap: bool = False):
                     data = None
             if data is None:
                 data = series.asarray()
+        keep = [i for i, n in enumerate(shape) if n > 1 or axes[i] in "YX"]
+        axes = "".join(axes[i] for i in keep)
+        data = data.reshape(tuple(shape[i] for i in keep))
+    except TomogramError:
+        raise
     except Exception as err:  # tifffile raises many types for corrupt files
         raise TomogramError(path, f"not a readable TIFF file ({err})") from err
 
-    keep = [i for i, n in enumerate(shape) if n > 1 or axes[i] in "YX"]
-    axes = "".join(axes[i] for i in keep)
-    data = data.reshape(tuple(shape[i] for i in keep))
     if data.ndim == 2:
         data = data[np.newaxis]
     elif data.ndim != 3 or axes[-2:] != "YX" or axes[0] in "CSE":
@@ -93,9 +101,16 @@ def read_tiff(path: os.PathLike | str, mmap: bool = False):
         scale = _RESUNIT_TO_ANGSTROM.get(res_unit, 1.0)
     xsize = xsize or 1.0
     ysize = ysize or xsize
-    zsize = float(ij["spacing"]) if ij.get("spacing") else xsize
+    try:
+        zsize = float(ij["spacing"]) if ij.get("spacing") else xsize
+    except (TypeError, ValueError):
+        warnings.warn(f"{path}: unreadable ImageJ spacing {ij.get('spacing')!r}, Z voxel size taken from X", stacklevel=3)
+        zsize = xsize
     # resolutions are uint32 fractions (~9 significant digits): 10.520000000950358 -> 10.52
     voxel_size = tuple(float(f"{v * scale:.9g}") for v in (zsize, ysize, xsize))
+    if not all(np.isfinite(v) and v > 0 for v in voxel_size):
+        warnings.warn(f"{path}: voxel size {voxel_size} is not positive and finite, read as 1 A", stacklevel=3)
+        voxel_size = tuple(v if np.isfinite(v) and v > 0 else 1.0 for v in voxel_size)
     return data, VolumeHeader(voxel_size=voxel_size, format="tiff")
 
 
