@@ -241,6 +241,29 @@ def test_resume_after_interruption_is_exact(bundle, tmp_path):
     torch.testing.assert_close(b["optimizer"]["state"], a["optimizer"]["state"], rtol=0, atol=0)
 
 
+def test_resume_with_a_larger_budget_and_the_best_model():
+    """A resumed run (1) follows the cosine schedule of its own, larger budget (the loaded
+    scheduler carried the old T_max), (2) keeps the best validation score of model_best.pt, so
+    the file is replaced only by a better model (the saver restarted from no score)."""
+    import tempfile
+
+    bundle = "recorrupted_denoising"
+    with tempfile.TemporaryDirectory() as tmp:
+        first = train(bundle, tmp, iterations=4)
+        best_before = first.parser.get_parsed_content("validate#handlers#2")._key_metric_checkpoint._saved
+        assert best_before and os.path.isfile(os.path.join(tmp, "model_best.pt"))
+        wf = workflow(bundle, output_dir=tmp, **{**TINY, **MARGIN[bundle], "iterations": 8})
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+        scheduler = wf.parser.get_parsed_content("lr_scheduler")
+        assert scheduler.T_max == 8 and scheduler.last_epoch == 8
+        lr = wf.parser.get_parsed_content("optimizer").param_groups[0]["lr"]
+        assert lr == pytest.approx(scheduler.eta_min, rel=1e-6)  # the end of the 8-step schedule
+        saved = wf.parser.get_parsed_content("validate#handlers#2")._key_metric_checkpoint._saved
+        assert saved[0].priority >= best_before[0].priority  # never replaced by a worse score
+
+
 # ---------------------------------------------------------------------------- multi-GPU config
 
 

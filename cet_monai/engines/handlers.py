@@ -262,7 +262,16 @@ class ResumeFromCheckpoint:
     reference the trainer from the trainer's own handler list, a reference cycle).
     """
 
-    def __init__(self, checkpoint_dir: str, load_dict: dict, enabled: bool = True, map_location=None, engine_key: str = "trainer") -> None:
+    def __init__(
+        self,
+        checkpoint_dir: str,
+        load_dict: dict,
+        enabled: bool = True,
+        map_location=None,
+        engine_key: str = "trainer",
+        best_saver=None,
+        best_file: str = "model_best.pt",
+    ) -> None:
         from .preflight import as_bool
 
         self.checkpoint_dir = checkpoint_dir
@@ -270,6 +279,9 @@ class ResumeFromCheckpoint:
         self.enabled = as_bool(enabled, "resume")
         self.map_location = map_location
         self.engine_key = engine_key
+        self.best_saver = best_saver
+        self.best_file = best_file
+        self._budget: dict = {}
 
     def _set_aside(self) -> None:
         import shutil
@@ -298,6 +310,28 @@ class ResumeFromCheckpoint:
         logger.info("resuming from %s", path)
         load_dict = {**self.load_dict, self.engine_key: engine}
         CheckpointLoader(load_path=path, load_dict=load_dict, map_location=self.map_location).attach(engine)
+        # the budget is this run's, not the checkpoint's: a resume with more iterations follows
+        # the longer cosine schedule (the loaded scheduler state carries the old T_max)
+        scheduler = self.load_dict.get("lr_scheduler")
+        if scheduler is not None and hasattr(scheduler, "T_max"):
+            self._budget = {"T_max": scheduler.T_max, "eta_min": getattr(scheduler, "eta_min", None)}
+            engine.add_event_handler(Events.STARTED, self._keep_budget, scheduler)  # after the loader's
+        self._resume_best_score()
+
+    def _keep_budget(self, engine: Engine, scheduler) -> None:
+        for name, value in self._budget.items():
+            if value is not None:
+                setattr(scheduler, name, value)
+
+    def _resume_best_score(self) -> None:
+        """Give the validation's best-model saver the score of the ``model_best.pt`` on disk, so a
+        resumed run replaces it only with a better model (it restarted from no score at all)."""
+        best = os.path.join(self.checkpoint_dir, self.best_file)
+        if self.best_saver is None or not os.path.isfile(best):
+            return
+        state = torch.load(best, map_location="cpu", weights_only=True)
+        if "checkpointer" in state:
+            self.best_saver.load_state_dict(state["checkpointer"])
 
 
 class TrainingCheckpointSaver(CheckpointSaver):
