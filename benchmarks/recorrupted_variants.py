@@ -1,0 +1,135 @@
+"""Train the default (recorrupted pairs) once, then score the trained network several ways.
+
+Prints one JSON row per variant: gain over the PSNR-best Gaussian filter (dB), SSIM, the
+best-SSIM Gaussian's, and the slope of clean on the output without a fit. Variants:
+
+* ``K8``: the default inference, K = 8 noise draws of ``a`` (always run);
+* ``--inference``: K = 32, the network on ``y`` itself, draws of ``a/2`` and ``0.7 a``;
+* ``--shell-blend``: per radial shell (0.02 cycles/voxel) the estimate ``b * output + c * y`` with
+  ``b, c`` fitted (1) with the clean tomogram (an oracle, an upper bound) and (2) without it, on
+  held-out recorrupted pairs ``(y + a z / sqrt 2, y - sqrt 2 z / a)`` whose noises are
+  independent; (2) also restricted to the shells below 0.06 and 0.10 cycles/voxel.
+
+    python benchmarks/recorrupted_variants.py --setting wbp --snr 0.02 --set iterations=1600
+    python benchmarks/recorrupted_variants.py --inference --shell-blend --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from single_tomogram import SETTINGS, slope  # noqa: E402
+
+from cet_monai.data import simulate_tomogram  # noqa: E402
+from cet_monai.inferers import MCDropoutInferer  # noqa: E402
+from cet_monai.inferers.samplers import RecorruptedSampler  # noqa: E402
+from cet_monai.metrics import best_gaussian, psnr, ssim  # noqa: E402
+from cet_monai.transforms import colored_noise  # noqa: E402
+from cet_monai.workflows import denoise_with_network, train  # noqa: E402
+
+SHELL = 0.02  # cycles/voxel
+
+
+def _shells(shape) -> torch.Tensor:
+    kz = torch.fft.fftfreq(shape[0])[:, None, None]
+    ky = torch.fft.fftfreq(shape[1])[None, :, None]
+    kx = torch.fft.rfftfreq(shape[2])[None, None, :]
+    return (torch.sqrt(kz**2 + ky**2 + kx**2) / SHELL).long()
+
+
+def _fit_blend(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, shell: torch.Tensor, n: int):
+    """Per-shell real (beta, gamma) minimising sum |beta a + gamma b - c|^2 (spectra a, b, c)."""
+    idx = shell.flatten()
+
+    def total(p, q):
+        return torch.zeros(n, dtype=torch.float64).index_add_(0, idx, (p.conj() * q).real.flatten())
+
+    gram = torch.stack([torch.stack([total(a, a), total(a, b)], -1), torch.stack([total(a, b), total(b, b)], -1)], -2)
+    rhs = torch.stack([total(a, c), total(b, c)], -1)
+    return gram, rhs
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--setting", default="wbp", choices=list(SETTINGS))
+    p.add_argument("--snr", type=float, default=0.02)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--inference", action="store_true", help="also score the inference variants")
+    p.add_argument("--shell-blend", action="store_true", help="also score the per-shell blends")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.overrides)}
+    sim = simulate_tomogram(shape=(64, 128, 128), snr=args.snr, seed=args.seed, **SETTINGS[args.setting])
+    gauss = best_gaussian(sim.noisy, sim.clean)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        wf = train("recorrupted", output_dir=tmp, volume=sim.noisy.astype(np.float32), seed=args.seed, progress=False, **overrides)
+        train_s = time.perf_counter() - t0
+    net = wf.parser.get_parsed_content("network").eval()
+    source = wf.parser.get_parsed_content("source")
+    spectrum = wf.parser.get_parsed_content("spectrum")
+    alpha = float(overrides.get("alpha", 1.0))
+
+    def inferer(k, a):
+        return MCDropoutInferer(roi_size=(32, 32, 32), sampler=RecorruptedSampler(spectrum, num_versions=k, alpha=a, margin=8),
+                                passes=1, sw_batch_size=2, overlap=0.5, mode="gaussian", seed=args.seed)
+
+    def score(name, estimate):
+        out = source.normalizer.inverse(np.asarray(estimate, np.float32))
+        row = {"setting": args.setting, "snr": args.snr, "seed": args.seed, "overrides": overrides, "variant": name,
+               "gain_db": round(float(psnr(out, sim.clean) - gauss["psnr"].value), 3), "ssim": round(float(ssim(out, sim.clean)), 4),
+               "gaussian_ssim": round(float(gauss["ssim"].value), 4), "slope": round(float(slope(out, sim.clean)), 3),
+               "train_s": round(train_s)}
+        print(json.dumps(row), flush=True)
+
+    k8 = denoise_with_network(net, source.image, inferer(8, alpha))
+    score("K8", k8)
+    if args.inference:
+        score("K32", denoise_with_network(net, source.image, inferer(32, alpha)))
+        score("on y, no draw", denoise_with_network(net, source.image, inferer(1, 0.0)))
+        score("K8, a/2", denoise_with_network(net, source.image, inferer(8, 0.5 * alpha)))
+        score("K8, 0.7 a", denoise_with_network(net, source.image, inferer(8, 0.7 * alpha)))
+    if args.shell_blend:
+        y = source.image[0].double()
+        shape = tuple(y.shape)
+        shell = _shells(shape)
+        n = int(shell.max()) + 1
+        f_out, f_y = torch.fft.rfftn(torch.as_tensor(k8).double()), torch.fft.rfftn(y)
+        clean = torch.as_tensor(source.normalizer.transform(sim.clean), dtype=torch.float64)
+        gram, rhs = _fit_blend(f_out, f_y, torch.fft.rfftn(clean), shell, n)
+        oracle = torch.linalg.solve(gram + 1e-9 * torch.eye(2), rhs)
+        score("shell blend, oracle", torch.fft.irfftn(oracle[shell, 0] * f_out + oracle[shell, 1] * f_y, s=shape).numpy())
+        gen = torch.Generator().manual_seed(123)
+        a1 = alpha / np.sqrt(2.0)
+        gram, rhs = 0, 0
+        for _ in range(2):
+            z = colored_noise(torch.randn((1, 1) + shape, generator=gen), spectrum)[0, 0].double()
+            u, t = y + a1 * z, y - z / a1
+            g = torch.as_tensor(denoise_with_network(net, u[None].float(), inferer(4, a1))).double()
+            dg, dr = _fit_blend(torch.fft.rfftn(g), torch.fft.rfftn(u), torch.fft.rfftn(t), shell, n)
+            gram, rhs = gram + dg, rhs + dr
+        fitted = torch.linalg.solve(gram + 1e-9 * torch.eye(2), rhs)
+        print(json.dumps({"self-supervised shell weights (output, y)": [[round(float(v), 2) for v in c] for c in fitted[:30]]}))
+        score("shell blend, self-supervised", torch.fft.irfftn(fitted[shell, 0] * f_out + fitted[shell, 1] * f_y, s=shape).numpy())
+        for cut in (0.06, 0.10):
+            low = fitted.clone()
+            low[int(round(cut / SHELL)):] = torch.tensor([1.0, 0.0], dtype=torch.float64)
+            score(f"shell blend, self-supervised below {cut}", torch.fft.irfftn(low[shell, 0] * f_out + low[shell, 1] * f_y, s=shape).numpy())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
