@@ -128,17 +128,17 @@ def main(argv=None) -> int:
                            "gaussian_psnr": gauss["psnr"].value, "gaussian_ssim": gauss["ssim"].value,
                            "slope": slope(out, sim.clean), "seconds": seconds}
                     rows.append(row)
+                    if args.csv:  # row by row: a run stopped later keeps what it measured
+                        new = not Path(args.csv).exists()
+                        with open(args.csv, "a", newline="") as f:
+                            w = csv.DictWriter(f, fieldnames=list(row))
+                            if new:
+                                w.writeheader()
+                            w.writerow(row)
                     print(f"| {setting} | {snr} | {seed} | {method} | {row['gain_db']:+.2f} | {row['ssim']:.3f} | "
                           f"{row['gaussian_ssim']:.3f} | {row['slope']:.2f} | {seconds:.0f} |", flush=True)
     print()
     print(summary(rows))
-    if args.csv:
-        new = not Path(args.csv).exists()
-        with open(args.csv, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if new:
-                w.writeheader()
-            w.writerows(rows)
     return 0
 
 
