@@ -8,6 +8,7 @@ problem); 1 an unexpected error (with its traceback); 130 interrupted (Ctrl-C); 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -247,8 +248,10 @@ def _training_overrides(args) -> dict:
     return o
 
 
+@functools.lru_cache(maxsize=None)
 def _bundle_defaults(method: str) -> dict:
-    """The plain values of the method's training config (``train.yaml`` read as YAML)."""
+    """The plain values of the method's training config (``train.yaml`` read as YAML, once per
+    method; callers only read it)."""
     import yaml
 
     from cet_monai.workflows import METHODS, config_file

@@ -106,9 +106,7 @@ class WeightAveraging:
         """Copy the average into the network (nothing when no step was averaged)."""
         if self.count == 0:
             return
-        with torch.no_grad():
-            for target, source in zip(self.network.state_dict().values(), self.average.module.state_dict().values()):
-                target.copy_(source)
+        self.network.load_state_dict(self.average.module.state_dict())
         logger.info("network weights: the average of the last %d steps", self.count)
 
     def state_dict(self) -> dict:
@@ -371,6 +369,7 @@ class TrainingProgressBar:
 
     def __init__(self, enabled: bool = True) -> None:
         from .preflight import as_bool
+
         self.enabled = as_bool(enabled, "progress")
 
     def attach(self, engine: Engine) -> None:

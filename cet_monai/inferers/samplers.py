@@ -75,6 +75,7 @@ class FourierSampler(WindowSampler):
         self.masks = masks
         self.restrict = restrict
         self.mask_options = mask_options
+        self._expected_weight: dict = {}
 
     def versions(self, windows, generator, count=None):
         v = fourier_versions(windows, self.num_versions, mode=self.masks, generator=generator, **self.mask_options)
@@ -102,9 +103,11 @@ class FourierSampler(WindowSampler):
         from cet_monai.transforms.fourier import FFT_DIMS, expected_seed_mask
 
         shape = tuple(mean.shape[-3:])
-        options = {k: self.mask_options[k] for k in ("keep_prob", "flip_prob", "lowpass_fraction") if k in self.mask_options}
-        weight = expected_seed_mask(shape, **options).to(device=mean.device, dtype=torch.float32)
-        spec = torch.fft.rfftn(mean.float(), dim=FFT_DIMS) / weight
+        key = (shape, str(mean.device))
+        if key not in self._expected_weight:  # once per window shape, not per batch of windows
+            options = {k: self.mask_options[k] for k in ("keep_prob", "flip_prob", "lowpass_fraction") if k in self.mask_options}
+            self._expected_weight[key] = expected_seed_mask(shape, **options).to(device=mean.device, dtype=torch.float32)
+        spec = torch.fft.rfftn(mean.float(), dim=FFT_DIMS) / self._expected_weight[key]
         return torch.fft.irfftn(spec, s=shape, dim=FFT_DIMS).to(mean.dtype)
 
 

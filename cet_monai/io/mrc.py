@@ -15,6 +15,8 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 from mrcfile.bzip2mrcfile import Bzip2MrcFile
+from mrcfile.dtypes import HEADER_DTYPE
+from mrcfile.utils import dtype_from_mode
 from mrcfile.gzipmrcfile import GzipMrcFile
 
 from cet_monai.errors import TomogramError
@@ -53,31 +55,33 @@ def _open(path: Path, mmap: bool):
     return mrc, strict_error, messages
 
 
-_MODE_BYTES = {0: 1.0, 1: 2.0, 2: 4.0, 3: 4.0, 4: 8.0, 6: 2.0, 12: 2.0, 101: 0.5}
-
-
 def _check_claimed_size(path: Path) -> None:
     """Refuse, before ``mrcfile`` reads anything, a header that claims more bytes than the file has.
 
     ``mrcfile`` allocates the extended header and the data block from the header's own numbers,
-    so one corrupt field (e.g. ``nsymbt``) can ask for gigabytes from a tiny file. Both byte orders
-    are tried (the machine stamp may itself be corrupt); compressed files are left to ``mrcfile``.
+    so one corrupt field (e.g. ``nsymbt``) can ask for gigabytes from a tiny file. The header is
+    read with ``mrcfile``'s own header dtype and mode table, in both byte orders (the machine
+    stamp may itself be corrupt); modes ``mrcfile`` does not know, and compressed files, are left
+    to ``mrcfile``.
     """
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(1024)
+            head = f.read(HEADER_DTYPE.itemsize)
     except OSError:
         return  # _open reports it
-    if len(head) < 1024:
-        raise TomogramError(path, f"truncated MRC file: {size} bytes, shorter than the 1024-byte header")
+    if len(head) < HEADER_DTYPE.itemsize:
+        raise TomogramError(path, f"truncated MRC file: {size} bytes, shorter than the {HEADER_DTYPE.itemsize}-byte header")
     claims = []
     for order in "<>":
-        nx, ny, nz, mode = np.frombuffer(head, dtype=f"{order}i4", count=4)
-        nsymbt = int(np.frombuffer(head, dtype=f"{order}i4", count=1, offset=92)[0])
-        if min(nx, ny, nz) < 0 or nsymbt < 0 or int(mode) not in _MODE_BYTES:
+        h = np.frombuffer(head, dtype=HEADER_DTYPE.newbyteorder(order))[0]
+        nx, ny, nz, nsymbt = (int(h[k]) for k in ("nx", "ny", "nz", "nsymbt"))
+        try:
+            itemsize = dtype_from_mode(int(h["mode"])).itemsize
+        except ValueError:
             continue
-        claims.append(1024 + nsymbt + int(np.ceil(int(nx) * int(ny) * int(nz) * _MODE_BYTES[int(mode)])))
+        if min(nx, ny, nz, nsymbt) >= 0:
+            claims.append(len(head) + nsymbt + nx * ny * nz * itemsize)
     if claims and min(claims) > size:
         raise TomogramError(path, f"corrupt or truncated MRC file: its header describes {min(claims)} bytes, the file has {size}")
 
