@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import logging
 import os
 import sys
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 from cet_monai import __version__
-from cet_monai.errors import CetMonaiError
+from cet_monai.errors import CetMonaiError, OptionError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
@@ -149,7 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
         Fit the self-supervised denoiser on each INPUT tomogram and write the denoised tomogram
         with the input's header, a PNG of orthogonal slices (raw vs denoised), the training
         checkpoints and logs. Interrupted runs resume where they stopped when run again with the
-        same output."""))
+        same output.
+
+        Many tomograms (a folder, or several files, -o FOLDER): each gets its own model. A
+        tomogram whose output is complete from an earlier run with the same input and settings
+        (a completed.json record in its work folder) is skipped; any other existing output is
+        refused unless --overwrite. A tomogram that fails is reported and the batch goes on;
+        the exit code is then 1. The summary (input, output, status, seconds, quality check,
+        error) is printed and written to FOLDER/denoise_summary.tsv.
+
+        Several processes: --nproc N shares the tomograms among N processes on this machine
+        (one GPU each when there are GPUs; the CPU cores split otherwise). On a cluster, start
+        the same command under torchrun instead, one process per GPU:
+          torchrun --nnodes 2 --nproc_per_node 4 -m cet_monai.cli denoise DIR -o OUT
+        (see docs/scale.md for a SLURM script)."""))
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="tomogram file(s) or folder(s) of them")
     p.add_argument("-o", "--output", required=True,
                    help="output file (one input) or folder (several inputs: <name>_denoised.<ext> in it)")
@@ -160,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-resume", action="store_true",
                    help="start training afresh even if checkpoints exist (they are moved to a superseded_* subfolder)")
+    p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                   help="processes sharing the tomograms, one model per tomogram (default 1; torchrun: leave out)")
     _add_training_options(p)
 
     p = sub.add_parser("predict", formatter_class=_formatter, help="denoise with an already trained checkpoint",
@@ -329,17 +345,24 @@ def cmd_simulate(args) -> int:
     return EXIT_OK
 
 
-def cmd_denoise(args) -> int:
-    from cet_monai.engines import SaveTomogramd, check_writable_folder, latest_checkpoint, volume_stem, work_dir_for
+def _denoise_plan(args):
+    """Check everything that can be checked before hours of work and decide what to do: returns
+    ``(todo, skipped, overrides, settings)`` (:class:`~cet_monai.engines.batch.BatchItem` lists)."""
+    from cet_monai.engines import SaveTomogramd, check_writable_folder, volume_stem, work_dir_for
+    from cet_monai.engines.batch import BatchItem, output_settings, plan_batch
     from cet_monai.io import read_volume
-    from cet_monai.workflows import predict, train
 
     inputs = _expand_inputs(args.inputs)
-    shapes = {}
-    for path in inputs:  # every input is checked before any long work starts
-        shapes[path] = tuple(read_volume(path, mmap=True, validate=True)[0].shape)
+    shapes, unreadable = {}, []
+    for path in inputs:  # every input is checked before any long work starts, all reported at once
+        try:
+            shapes[path] = tuple(read_volume(path, mmap=True, validate=True)[0].shape)
+        except (CetMonaiError, OSError, ValueError) as error:
+            unreadable.append(f"{path}: {error}")
+    if unreadable:
+        raise CetMonaiError(f"{len(unreadable)} of {len(inputs)} input(s) cannot be used (nothing was started):\n  "
+                            + "\n  ".join(unreadable))
     saver = SaveTomogramd(keys="pred", output=args.output, overwrite=args.overwrite)
-    saver.check(inputs)
     overrides = _training_overrides(args)
     _check_iterations(args.method, overrides)
     if args.save_std:
@@ -350,25 +373,234 @@ def cmd_denoise(args) -> int:
             return Path(args.work_dir) / Path(volume_stem(path)).name if len(inputs) > 1 else Path(args.work_dir)
         return Path(work_dir_for(out_path))
 
-    _preflight(args, overrides, shapes)
-    for path in inputs:
-        out_path = saver.output_path(path)
-        check_writable_folder(out_path.parent, "output")
-        check_writable_folder(work_dir(path, out_path), "checkpoints")
-    written = []
-    for i, path in enumerate(inputs, 1):
-        out_path = saver.output_path(path)
-        work = work_dir(path, out_path)
-        _say(f"[{i}/{len(inputs)}] {path}: training ({args.method}) -> checkpoints in {work}/")
+    saver.check(inputs, only=[])  # several inputs need an output folder
+    items = [BatchItem(p, str(saver.output_path(p)), str(work_dir(p, saver.output_path(p)))) for p in inputs]
+    settings = output_settings(args.method, overrides, args.save_std)
+    todo, skipped = plan_batch(items, settings, overwrite=args.overwrite)
+    saver.check(inputs, only=[i.input for i in todo])
+    _preflight(args, overrides, {i.input: shapes[i.input] for i in todo})
+    for item in todo:
+        check_writable_folder(Path(item.output).parent, "output")
+        check_writable_folder(item.work_dir, "checkpoints")
+    return todo, skipped, overrides, settings
+
+
+def _validation_score(workflow) -> str:
+    """The run's best held-out score, as the summary's quality column reads it."""
+    import numpy as np
+
+    try:
+        state = workflow.parser.get_parsed_content("validate#evaluator").state
+        best = float(state.best_metric)
+    except Exception:  # noqa: BLE001 - a bundle without validation: no score to report
+        return ""
+    if best == -1 or not np.isfinite(best):
+        return ""
+    source = workflow.parser.get_parsed_content("source")
+    return f"held-out PSNR {best:.2f} dB" if source.has_reference else f"held-out loss {-best:.4g}"
+
+
+def _denoise_item(item, args, overrides: dict, settings: dict, rank: int, label: str):
+    """Fit, denoise and record one tomogram; returns its :class:`~cet_monai.engines.batch.BatchResult`."""
+    from cet_monai.engines import latest_checkpoint
+    from cet_monai.engines.batch import BatchResult, output_check, write_completion
+    from cet_monai.workflows import predict, train
+
+    t0 = time.perf_counter()
+    _say(f"{label} {item.input}: training ({args.method}) -> checkpoints in {item.work_dir}/")
+    workflow = train(args.method, tomogram=item.input, output_dir=item.work_dir, resume=not args.no_resume, **overrides)
+    validation = _validation_score(workflow)
+    del workflow
+    gc.collect()  # the training's copy of the tomogram goes before inference makes its own
+    ckpt = latest_checkpoint(item.work_dir)
+    _say(f"{label} trained in {time.perf_counter() - t0:.0f} s; denoising the whole tomogram")
+    infer = {k: v for k, v in overrides.items() if k in ("versions", "passes", "seed", "device", "progress")}
+    predict([item.input], ckpt, item.output, method=args.method, overwrite=args.overwrite, save_std=args.save_std, **infer)
+    write_completion(item, settings)
+    return BatchResult(item.input, item.output, "denoised", rank, time.perf_counter() - t0, output_check(item.output, item.input, validation))
+
+
+def _denoise_share(args, todo, overrides: dict, settings: dict, rank: int = 0, world: int = 1, local_rank: int = 0):
+    """Denoise this rank's share of ``todo``. In a batch a failure is reported and the next
+    tomogram started; a single tomogram's error propagates (one line, exit 2)."""
+    import traceback
+
+    import torch
+
+    from cet_monai.engines.batch import BatchResult, share
+
+    overrides = dict(overrides)
+    if world > 1:
+        if not args.device and torch.cuda.is_available():
+            overrides["device"] = f"$torch.device('cuda:{local_rank % torch.cuda.device_count()}')"
+        if rank > 0:
+            overrides["progress"] = False  # one set of progress bars: rank 0's
+    mine = share(todo, rank, world)
+    results = []
+    for i, item in enumerate(mine, 1):
+        label = f"{'rank %d ' % rank if world > 1 else ''}[{i}/{len(mine)}]"
+        if len(todo) == 1 and world == 1:
+            results.append(_denoise_item(item, args, overrides, settings, rank, label))
+            continue
         t0 = time.perf_counter()
-        train(args.method, tomogram=path, output_dir=str(work), resume=not args.no_resume, **overrides)
-        ckpt = latest_checkpoint(str(work))
-        _say(f"[{i}/{len(inputs)}] trained in {time.perf_counter() - t0:.0f} s; denoising the whole tomogram")
-        infer = {k: v for k, v in overrides.items() if k in ("versions", "passes", "seed", "device")}
-        written += predict([path], ckpt, str(out_path), method=args.method, overwrite=args.overwrite, save_std=args.save_std, **infer)
-    for w in written:
-        print(w)
-    return EXIT_OK
+        try:
+            results.append(_denoise_item(item, args, overrides, settings, rank, label))
+        except Exception as error:  # noqa: BLE001 - reported in the summary; the batch goes on
+            cause = error
+            while cause is not None and not isinstance(cause, CetMonaiError):
+                cause = cause.__cause__ or cause.__context__
+            message = str(cause if cause is not None else error) or type(error).__name__
+            log = Path(item.work_dir) / "error.log"
+            try:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(traceback.format_exc())
+                message += f" (traceback in {log})"
+            except OSError:
+                pass
+            _say(f"{label} {item.input}: FAILED: {message}; going on with the next tomogram")
+            results.append(BatchResult(item.input, item.output, "failed", rank, time.perf_counter() - t0, error=message))
+    return results
+
+
+def _finish_batch(args, results, skipped, quiet: bool = False) -> int:
+    """Report (summary table on stderr and, for an output folder, ``denoise_summary.tsv`` in it)
+    and choose the exit code: 1 if any tomogram failed. ``quiet``: write the table only (the
+    ``--nproc`` parent prints it)."""
+    from cet_monai.engines.batch import SUMMARY_NAME, BatchResult, format_summary, write_summary
+
+    done = {r.input: r for r in results}
+    done.update({i.input: BatchResult(i.input, i.output, "skipped", quality="complete output from an earlier run") for i in skipped})
+    ordered = [done[k] for k in _expand_inputs(args.inputs) if k in done]
+    if Path(args.output).is_dir() and len(ordered) > 1:
+        table = write_summary(Path(args.output) / SUMMARY_NAME, ordered)
+        if not quiet:
+            _say(format_summary(ordered))
+            _say(f"summary table: {table}")
+    failed = [r for r in ordered if r.status == "failed"]
+    if quiet:
+        return EXIT_ERROR if failed else EXIT_OK
+    for r in ordered:
+        if r.status == "skipped" and len(ordered) == 1:
+            _say(f"{r.input}: {r.output} is a complete output of this input with these settings: skipped "
+                 "(--overwrite to denoise it again)")
+        if r.status != "failed":
+            print(r.output)
+    if failed:
+        _say(f"{len(failed)} of {len(ordered)} tomogram(s) failed: {', '.join(r.input for r in failed)}")
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+#: set by ``--nproc`` for the processes it starts: they leave the final report to it
+_LAUNCHED_ENV = "CET_MONAI_LAUNCHED"
+
+
+def _rank_barrier() -> None:
+    """Wait until every rank has made its plan (so no rank sees another's fresh output as
+    foreign). A short-lived gloo group: the ranks' trainings must not see a process group, or
+    MONAI's metrics and Ignite's handlers would synchronise the independent models' values."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    try:
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _merge_rank_results(args, results, skipped, rank: int, world: int) -> int:
+    """Each rank writes its rows to a part file; the last rank to finish (ranks may finish hours
+    apart, so no collective call waits for them) merges the parts into the summary."""
+    import json
+    from dataclasses import asdict
+
+    from cet_monai.engines.batch import BatchResult
+
+    folder = Path(args.output) if Path(args.output).is_dir() else Path(args.output).parent
+    run_id = "".join(c for c in os.environ.get("TORCHELASTIC_RUN_ID", "run") if c.isalnum() or c in "-_")
+    part = folder / f".denoise_summary.{run_id}.rank{rank}.json"
+    tmp = part.with_name(part.name + ".tmp")
+    tmp.write_text(json.dumps([asdict(r) for r in results]))
+    os.replace(tmp, part)
+    parts = [folder / f".denoise_summary.{run_id}.rank{r}.json" for r in range(world)]
+    own = EXIT_ERROR if any(r.status == "failed" for r in results) else EXIT_OK
+    if not all(p.exists() for p in parts):
+        return own  # another rank is still working: it will merge
+    merged = []
+    try:
+        for p in parts:
+            merged += [BatchResult(**r) for r in json.loads(p.read_text())]
+    except (OSError, ValueError):
+        return own  # another rank merged and removed the parts at the same moment
+    code = _finish_batch(args, merged, skipped, quiet=bool(os.environ.get(_LAUNCHED_ENV)))
+    for p in parts:
+        p.unlink(missing_ok=True)
+    return max(own, code)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` minus ``--nproc N`` (any abbreviation, ``=`` form too): the processes that
+    ``--nproc`` starts get their rank from torchrun, and torchrun would misread the option."""
+    out, skip = [], False
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(name) >= 4 and "--nproc".startswith(name):
+            skip = "=" not in token
+        else:
+            out.append(token)
+    return out
+
+
+def _launch(args, nproc: int) -> int:
+    """``--nproc N``: the same command in N processes started by ``torch.distributed.run``
+    (torchrun; standalone: one machine), then the summary they wrote."""
+    import subprocess
+
+    from cet_monai.engines.batch import SUMMARY_NAME, BatchResult, format_summary, read_summary
+
+    summary = Path(args.output) / SUMMARY_NAME
+    if summary.exists():
+        summary.unlink()  # this run's table replaces the last one; a missing table then means a rank died
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "cet_monai.cli", *_without_nproc(args.argv)]
+    env = dict(os.environ, **{_LAUNCHED_ENV: "1"})
+    if "OMP_NUM_THREADS" not in env:  # the CPU cores are shared among the processes
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    _say(f"denoising in {nproc} processes (torch.distributed.run)")
+    done = subprocess.run(cmd, env=env)
+    if not summary.exists():
+        _say(f"cet-monai denoise: a process failed (exit {done.returncode}) before the summary was written; "
+             "run the same command again: complete outputs are skipped, interrupted ones resume from their checkpoints")
+        return EXIT_ERROR
+    rows = read_summary(summary)
+    _say(format_summary([BatchResult(r["input"], r["output"], r["status"], int(r["rank"]), float(r["seconds"]), r["quality"], r["error"])
+                         for r in rows]))
+    _say(f"summary table: {summary}")
+    for row in rows:
+        if row["status"] != "failed":
+            print(row["output"])
+    failed = [r["input"] for r in rows if r["status"] == "failed"]
+    if failed:
+        _say(f"{len(failed)} of {len(rows)} tomogram(s) failed: {', '.join(failed)}")
+    return EXIT_ERROR if failed or done.returncode else EXIT_OK
+
+
+def cmd_denoise(args) -> int:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # one of the processes of torchrun (or of --nproc, which runs torchrun)
+        if args.nproc > 1:
+            raise OptionError("--nproc starts its own processes: under torchrun leave it out (torchrun's --nproc_per_node decides)")
+        rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        todo, skipped, overrides, settings = _denoise_plan(args)
+        _rank_barrier()
+        results = _denoise_share(args, todo, overrides, settings, rank, world, local_rank)
+        return _merge_rank_results(args, results, skipped, rank, world)
+    todo, skipped, overrides, settings = _denoise_plan(args)
+    nproc = min(args.nproc, len(todo))
+    if nproc > 1:
+        return _launch(args, nproc)
+    return _finish_batch(args, _denoise_share(args, todo, overrides, settings), skipped)
 
 
 def cmd_predict(args) -> int:
@@ -409,25 +641,36 @@ def cmd_segment(args) -> int:
 COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "denoise": cmd_denoise, "predict": cmd_predict, "segment": cmd_segment}
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    if not args.verbose:
+def _terminate(signum, frame):  # a scheduler's SIGTERM (job time limit, scancel) ends the run like Ctrl-C
+    raise Terminated
+
+
+def _configure_process(verbose: bool) -> None:
+    """Logging level, warning filters and the SIGTERM handler of a cet-monai process (the main
+    one, and each process that ``--nproc`` starts)."""
+    import signal
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    if not verbose:
         import warnings
 
         warnings.filterwarnings("ignore", category=UserWarning, module="monai")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    import signal
-
-    def _terminate(signum, frame):  # a scheduler's SIGTERM (job time limit, scancel) ends the run like Ctrl-C
-        raise Terminated
-
+        # Ignite logs an engine's exception with its traceback before re-raising it; the command
+        # reports it itself (one line for a user's error, a clean exit for Ctrl-C / SIGTERM)
+        logging.getLogger("ignite").setLevel(logging.CRITICAL)
     signal.signal(signal.SIGTERM, _terminate)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    _configure_process(args.verbose)
     try:
         return COMMANDS[args.command](args)
     except (KeyboardInterrupt, Terminated) as stop:

@@ -71,6 +71,9 @@ def subsample(volume, max_samples: int = 2_000_000) -> np.ndarray:
     out = np.empty(len(planes) * per_plane, dtype=np.float32)
     for i, z in enumerate(planes):
         out[i * per_plane:(i + 1) * per_plane] = np.asarray(volume[(z, *rest)], dtype=np.float32).ravel()
+    from cet_monai.io.utils import release_pages
+
+    release_pages(volume)  # a strided read touches most pages of a memory map: give them back
     return out
 
 
@@ -161,6 +164,19 @@ class TomogramNormalizer:
         return out
 
     __call__ = transform
+
+    def transform_slabwise(self, volume) -> np.ndarray:
+        """:meth:`transform` of a ``(Z, Y, X)`` volume into a new float32 array, one Z slab at a
+        time: the same values, but a memory-mapped input is never resident whole (its pages are
+        released after each slab) and no float64 or unclipped copy of the whole volume is made."""
+        from cet_monai.io.utils import iter_slabs, release_pages
+
+        self._check_fitted()
+        out = np.empty(np.shape(volume), dtype=np.float32)
+        for sl in iter_slabs(out.shape):
+            out[sl] = self.transform(volume[sl])
+            release_pages(volume)
+        return out
 
     def fit_transform(self, volume):
         """:meth:`fit` then :meth:`transform` the same volume."""

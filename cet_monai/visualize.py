@@ -17,6 +17,10 @@ __all__ = ["save_orthoslices", "orthoslices", "save_noise_spectrum_plot"]
 
 
 def _to_numpy(a) -> np.ndarray:
+    from cet_monai.io.utils import SlabwiseVolume
+
+    if isinstance(a, SlabwiseVolume):  # a disk-backed volume: only the three slices are read
+        return a
     if hasattr(a, "detach"):  # torch tensor / MONAI MetaTensor
         a = a.detach().cpu().numpy()
     a = np.asarray(a)

@@ -62,12 +62,39 @@ def config_file(bundle: str, name: str = "train.yaml") -> str:
     return str(bundle_dir(bundle) / "configs" / name)
 
 
+class _DropRecord(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+class _Silence(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL
+
+
+_QUIET = _Silence()
+
+
 def make_workflow(bundle: str, configs: Sequence[str] = ("train.yaml",), workflow_type: str = "train", **overrides):
-    """A MONAI :class:`~monai.bundle.ConfigWorkflow` of a bundle with ``overrides`` (config ids)."""
+    """A MONAI :class:`~monai.bundle.ConfigWorkflow` of a bundle with ``overrides`` (config ids).
+
+    The bundle's ``logging.conf`` (every engine event at INFO, on stdout) is applied only when
+    the caller's root logger is at INFO or below (``cet-monai -v``, or ``logging.basicConfig(level=logging.INFO)``):
+    otherwise stdout stays for results (the CLI prints the written paths there) and progress
+    bars show the training. ``python -m monai.bundle run`` applies it as MONAI always does.
+    """
     from monai.bundle import ConfigWorkflow
+    from monai.bundle import workflows as monai_workflows
 
     root = bundle_dir(bundle)
     files = [str(root / "configs" / c) for c in configs]
+    verbose = logging.getLogger().isEnabledFor(logging.INFO)
+    quiet = _DropRecord("skipping logging")  # MONAI warns that it skips the logging file we chose to skip
+    monai_workflows.logger.addFilter(quiet)
     with warnings.catch_warnings():
         # MONAI warns that configs can run code: these are the package's own configs
         warnings.filterwarnings("ignore", message="parsing config_file")
@@ -75,11 +102,20 @@ def make_workflow(bundle: str, configs: Sequence[str] = ("train.yaml",), workflo
         workflow = ConfigWorkflow(
             config_file=files if len(files) > 1 else files[0],
             meta_file=str(root / "configs" / "metadata.json"),
-            logging_file=str(root / "configs" / "logging.conf"),
+            logging_file=str(root / "configs" / "logging.conf") if verbose else False,
             workflow_type=workflow_type,
             bundle_root=str(root),
             **overrides,
         )
+    monai_workflows.logger.removeFilter(quiet)
+    # MONAI's StatsHandler logs every validation to stdout at INFO whatever the root level, and
+    # an exception's traceback before it propagates (the caller sees the exception itself); its
+    # logger's level is reset to INFO when a handler is built, so a filter keeps it quiet
+    stats_logger = logging.getLogger("monai.handlers.StatsHandler")
+    if not verbose and _QUIET not in stats_logger.filters:
+        stats_logger.addFilter(_QUIET)
+    elif verbose:
+        stats_logger.removeFilter(_QUIET)
     return workflow
 
 

@@ -25,6 +25,7 @@ from cet_monai.errors import OptionError
 
 from .preflight import as_bool
 from cet_monai.io import VolumeHeader, check_output_path, check_volume, read_volume, write_volume
+from cet_monai.io.utils import SlabwiseVolume, release_pages
 from cet_monai.normalize import TomogramNormalizer
 
 from .fingerprint import volume_stem
@@ -118,6 +119,9 @@ class TomogramSource:
         self.validation_start = ny - n_val
 
     def _normalised(self, raw) -> torch.Tensor:
+        if isinstance(raw, np.ndarray) and raw.ndim == 3:  # slab by slab: a memory map is never resident whole
+            release_pages(raw)
+            return torch.from_numpy(self.normalizer.transform_slabwise(raw))[None]
         return torch.as_tensor(np.asarray(self.normalizer.transform(raw), dtype=np.float32))[None]
 
     @property
@@ -236,7 +240,8 @@ class LoadTomogramd(MapTransform):
             path = str(d[key])
             raw, header = read_volume(path, mmap=True, validate=True)
             normalizer = TomogramNormalizer(*self.percentiles).fit(raw)
-            image = torch.as_tensor(np.asarray(normalizer.transform(raw), dtype=np.float32))[None]
+            release_pages(raw)  # the pages the statistics' subsample read leave the resident set
+            image = torch.from_numpy(normalizer.transform_slabwise(raw))[None]
             meta = {
                 "filename_or_obj": path,
                 "voxel_size": list(header.voxel_size),
@@ -296,19 +301,26 @@ class SaveTomogramd(MapTransform):
         for key in self.key_iterator(d):
             pred = d[key]
             mean, std = (pred["mean"], pred["std"]) if isinstance(pred, dict) else (pred, None)
+            # a slabbed inference's result is on disk (SlabInferer): read back slab by slab
+            disk_mean, disk_std = getattr(mean, "disk_array", None), getattr(std, "disk_array", None)
             for b in range(mean.shape[0]):
                 meta = {k: (v[b] if isinstance(v, (list, tuple)) and len(v) == mean.shape[0] and k != "voxel_size" else v) for k, v in metas.items()}
                 input_path = str(meta["filename_or_obj"])
                 header = meta["header"]
                 normalizer = TomogramNormalizer.from_state_dict(meta["normalizer"])
                 out_path = self.output_path(input_path)
-                volume = normalizer.inverse(mean[b, 0].detach().cpu().float().numpy())
+                if disk_mean is not None:
+                    volume = SlabwiseVolume(disk_mean, normalizer.inverse)
+                else:
+                    volume = normalizer.inverse(mean[b, 0].detach().cpu().float().numpy())
                 write_volume(out_path, volume, header=header, overwrite=self.overwrite, dtype=self.dtype, inputs=[input_path])
                 self.written.append(out_path)
                 if std is not None:
                     std_path = out_path.with_name(Path(default_output_name(out_path, "_std")).name)
-                    write_volume(std_path, std[b, 0].detach().cpu().float().numpy() * normalizer.std, header=header,
-                                 overwrite=self.overwrite, dtype=self.dtype, inputs=[input_path])
+                    scale = float(normalizer.std)
+                    std_volume = (SlabwiseVolume(disk_std, lambda s: s * scale) if disk_std is not None
+                                  else std[b, 0].detach().cpu().float().numpy() * normalizer.std)
+                    write_volume(std_path, std_volume, header=header, overwrite=self.overwrite, dtype=self.dtype, inputs=[input_path])
                 if self.preview:
                     raw = source[b, 0] if source.dim() == 5 else source[0]
                     png = Path(volume_stem(out_path) + ".png")
@@ -316,10 +328,11 @@ class SaveTomogramd(MapTransform):
                 logger.info("wrote %s", out_path)
         return d
 
-    def check(self, inputs) -> None:
-        """Refuse, before any work, outputs that exist or would replace an input."""
+    def check(self, inputs, only=None) -> None:
+        """Refuse, before any work, outputs that exist or would replace an input (of the inputs
+        ``only``, default all: a batch leaves out the complete outputs it skips)."""
         inputs = [str(i) for i in inputs]
         if len(inputs) > 1 and Path(self.output).suffix and not Path(self.output).is_dir():
             raise OptionError(f"{self.output}: {len(inputs)} inputs need an output folder (-o FOLDER), not a file name")
-        for i in inputs:
+        for i in inputs if only is None else [str(i) for i in only]:
             check_output_path(self.output_path(i), inputs=inputs, overwrite=self.overwrite)

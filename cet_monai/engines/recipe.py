@@ -123,9 +123,16 @@ def inferer_from_recipe(
     device=None,
     progress: bool = False,
     seed: int = 0,
+    slab_voxels: int | None = None,
 ):
-    """The whole-tomogram inferer the recipe's method needs (``versions``/``passes``: K/T overrides)."""
+    """The whole-tomogram inferer the recipe's method needs (``versions``/``passes``: K/T overrides).
+
+    ``slab_voxels``: window methods run in Z slabs of at most that many voxels, their output on
+    disk (:class:`~cet_monai.inferers.streaming.SlabInferer`); ``None``: the whole tomogram in
+    one call. A whole-tomogram Fourier split needs the whole tomogram's FFT and is never slabbed.
+    """
     from cet_monai.inferers import FourierSplitInferer, IdentitySampler, MCDropoutInferer
+    from cet_monai.inferers.streaming import SlabInferer
 
     split = recipe.get("whole_tomogram_split")
     window = MCDropoutInferer(
@@ -141,5 +148,5 @@ def inferer_from_recipe(
     if return_std:
         check_std_predictions(args["num_versions"] if split else window.sampler.num_versions, window.passes)
     if not split:
-        return window
+        return window if slab_voxels is None else SlabInferer(window, slab_voxels=int(slab_voxels), progress=progress)
     return FourierSplitInferer(window, **args)

@@ -134,12 +134,15 @@ class MCDropoutInferer(Inferer):
         n_networks = n_passes * self.sampler.num_versions if paired else n_passes
         seeds = [self.seed * 10_007 + t for t in range(n_networks)] if self.passes > 0 else None
         generator_device = kwargs.pop("generator_device", None)
+        # the versions' randomness may be seeded apart from the dropout masks (SlabInferer: new
+        # noise draws per slab, the same thinned networks everywhere)
+        generator_seed = kwargs.pop("generator_seed", None)
         generators: dict[str, torch.Generator] = {}
 
         def generator_for(device: torch.device) -> torch.Generator:
             key = str(generator_device or device)
             if key not in generators:
-                generators[key] = torch.Generator(device=key).manual_seed(self.seed)
+                generators[key] = torch.Generator(device=key).manual_seed(self.seed if generator_seed is None else int(generator_seed))
             return generators[key]
 
         training = network.training

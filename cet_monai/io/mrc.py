@@ -21,7 +21,7 @@ from mrcfile.gzipmrcfile import GzipMrcFile
 
 from cet_monai.errors import TomogramError
 from cet_monai.io.header import VolumeHeader
-from cet_monai.io.utils import cast_chunk, has_suffix, iter_slabs
+from cet_monai.io.utils import cast_chunk, has_suffix, iter_slabs, release_pages
 
 __all__ = ["read_mrc", "write_mrc", "MRC_DTYPES"]
 
@@ -249,6 +249,8 @@ def _copy_slabs(array: np.ndarray, out: np.ndarray, dtype: np.dtype):
     for sl in iter_slabs(array.shape):
         chunk = cast_chunk(np.asarray(array[sl]), dtype)
         out[sl] = chunk
+        release_pages(out)  # written pages go to the file; they leave the resident set (and a read map's too)
+        release_pages(array)
         if chunk.size:
             lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
             wide = chunk.astype(np.float64, copy=False)  # one slab, bounded by SLAB_VOXELS

@@ -20,6 +20,9 @@ __all__ = [
     "cast_chunk",
     "to_numpy",
     "SLAB_VOXELS",
+    "release_pages",
+    "disk_array",
+    "SlabwiseVolume",
 ]
 
 MRC_SUFFIXES = (".mrc", ".rec", ".mrcs", ".map", ".st")
@@ -69,9 +72,94 @@ def cast_chunk(chunk: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def to_numpy(array) -> np.ndarray:
-    """A numpy view of ``array`` (numpy, memmap, torch tensor or ``MetaTensor``), no copy when possible."""
+    """A numpy view of ``array`` (numpy, memmap, torch tensor or ``MetaTensor``), no copy when
+    possible; a :class:`SlabwiseVolume` is returned as it is (it is read slab by slab)."""
+    if isinstance(array, SlabwiseVolume):
+        return array
     if hasattr(array, "detach"):  # torch.Tensor / MetaTensor without importing torch here
         array = array.detach().cpu()
         array = array.as_tensor() if hasattr(array, "as_tensor") else array
         return array.numpy()
     return np.asanyarray(array)
+
+
+def _mmap_of(array):
+    """The ``mmap.mmap`` under a numpy memmap (or a view of one, or a torch tensor made from
+    one with ``torch.from_numpy``), else ``None``."""
+    import mmap
+
+    seen = 0
+    while array is not None and seen < 8:
+        m = getattr(array, "_mmap", None)
+        if isinstance(m, mmap.mmap):
+            return m
+        if isinstance(array, mmap.mmap):
+            return array
+        array = getattr(array, "base", None)
+        seen += 1
+    return None
+
+
+def release_pages(array) -> bool:
+    """Drop the pages of a memory-mapped ``array`` from this process's resident memory.
+
+    A memory map's pages, once touched, count in the process's resident set until the kernel
+    needs the memory; scanning a 4 GiB tomogram would show a 4 GiB resident set (and a
+    cluster's memory accounting may kill the job for it). ``madvise(MADV_DONTNEED)`` on a
+    file-backed map keeps the data (they are in the file, or in the page cache after a
+    ``flush`` for a writable map) and gives the pages back. Returns whether a map was found.
+    """
+    import mmap
+
+    m = _mmap_of(array)
+    if m is None or not hasattr(m, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return False
+    try:
+        if getattr(array, "flags", None) is not None and array.flags.writeable:
+            m.flush()
+        m.madvise(mmap.MADV_DONTNEED)
+    except (OSError, ValueError):  # closed map, or a platform without madvise
+        return False
+    return True
+
+
+def disk_array(shape, dtype=np.float32) -> np.ndarray:
+    """A zero-filled writable array backed by an anonymous temporary file (``$TMPDIR``),
+    for volumes that should not live in RAM; the file has no name, so nothing is left behind
+    even if the process is killed. Call :func:`release_pages` after writing each slab."""
+    import tempfile
+
+    size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    handle = tempfile.TemporaryFile(prefix="cet_monai_")
+    handle.truncate(max(size, 1))
+    return np.memmap(handle, dtype=dtype, mode="r+", shape=tuple(int(s) for s in shape))
+
+
+class SlabwiseVolume:
+    """A ``(Z, Y, X)`` volume computed on read: ``fn(source[key])`` for any index ``key``, the
+    pages of a memory-mapped ``source`` released after each read.
+
+    :func:`~cet_monai.io.write_volume` copies it slab by slab into an MRC file, so a denoised
+    tomogram on a disk-backed array (:func:`disk_array`) goes back to the input's intensity
+    scale and into the output file without ever being whole in RAM. ``np.asarray`` makes it
+    whole (the NIfTI and TIFF writers need that).
+    """
+
+    def __init__(self, source, fn=None, dtype=np.float32) -> None:
+        self.source = source
+        self.fn = fn
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(int(s) for s in source.shape)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        chunk = np.asarray(self.source[key])
+        out = np.asarray(self.fn(chunk) if self.fn is not None else chunk, dtype=self.dtype)
+        release_pages(self.source)
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty(self.shape, dtype=dtype or self.dtype)
+        for sl in iter_slabs(self.shape):
+            out[sl] = self[sl]
+        return out

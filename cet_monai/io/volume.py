@@ -18,7 +18,7 @@ from cet_monai.io.header import VolumeHeader
 from cet_monai.io.mrc import MRC_DTYPES, read_mrc, write_mrc
 from cet_monai.io.nifti import NIFTI_DTYPES, read_nifti, write_nifti
 from cet_monai.io.tiff import TIFF_DTYPES, read_tiff, write_tiff
-from cet_monai.io.utils import SLAB_VOXELS, iter_slabs, to_numpy, volume_format
+from cet_monai.io.utils import SLAB_VOXELS, iter_slabs, release_pages, to_numpy, volume_format
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ def check_volume(array, path: os.PathLike | str = "<array>", slab_voxels: int = 
     is_float = np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating)
     for sl in iter_slabs(array.shape, slab_voxels):
         slab = np.asarray(array[sl])
+        release_pages(array)  # a memory map's pages leave the resident set once scanned
         if is_float:
             n_nan += int(np.count_nonzero(np.isnan(slab)))
             n_inf += int(np.count_nonzero(np.isinf(slab)))

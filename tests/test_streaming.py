@@ -1,0 +1,142 @@
+"""Tomograms larger than RAM: slabbed inference with its result on disk, pages given back,
+normalisation and writing slab by slab, with the same values as the in-memory path."""
+
+import numpy as np
+import pytest
+import torch
+
+from cet_monai.inferers import IdentitySampler, MCDropoutInferer
+from cet_monai.inferers.streaming import SlabInferer
+from cet_monai.io import read_volume, write_volume
+from cet_monai.io.utils import SlabwiseVolume, disk_array, release_pages
+from cet_monai.normalize import TomogramNormalizer
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def test_release_pages_gives_a_written_disk_array_back_and_keeps_its_data():
+    a = disk_array((64, 256, 256))  # 16 MiB
+    a[:] = 3.0
+    before = _rss_kib()
+    assert release_pages(a)
+    assert before - _rss_kib() > 12 * 1024
+    assert float(a[10].mean()) == 3.0 and float(a[-1, -1, -1]) == 3.0
+    assert not release_pages(np.zeros(4))  # not a map: nothing to do
+
+
+def test_slabwise_volume_reads_and_writes_like_the_array(tmp_path):
+    a = disk_array((20, 8, 8))
+    a[:] = np.arange(20 * 64, dtype=np.float32).reshape(20, 8, 8)
+    lazy = SlabwiseVolume(a, lambda x: x * 2 + 1)
+    np.testing.assert_array_equal(lazy[3:5], a[3:5] * 2 + 1)
+    np.testing.assert_array_equal(np.asarray(lazy), np.asarray(a) * 2 + 1)
+    write_volume(tmp_path / "m.mrc", lazy, voxel_size=4.0)
+    write_volume(tmp_path / "n.nii.gz", lazy, voxel_size=4.0)
+    for name in ("m.mrc", "n.nii.gz"):
+        np.testing.assert_array_equal(read_volume(tmp_path / name)[0], np.asarray(a) * 2 + 1)
+
+
+def test_slabwise_normalisation_gives_the_same_values(tmp_path):
+    x = (np.random.default_rng(1).standard_normal((33, 40, 24)) * 7 + 100).astype(np.float32)
+    write_volume(tmp_path / "t.mrc", x)
+    raw = read_volume(tmp_path / "t.mrc", mmap=True)[0]
+    norm = TomogramNormalizer().fit(raw)
+    np.testing.assert_array_equal(norm.transform_slabwise(raw), np.asarray(norm.transform(x), np.float32))
+
+
+def _window_inferer(seed=0):
+    return MCDropoutInferer((8, 8, 8), sampler=IdentitySampler(), passes=0, sw_batch_size=4, overlap=0.5, seed=seed)
+
+
+def test_a_tomogram_that_fits_one_slab_is_not_slabbed():
+    net = torch.nn.Conv3d(1, 1, 3, padding=1)
+    x = torch.randn(1, 1, 16, 16, 16)
+    slab = SlabInferer(_window_inferer(), slab_voxels=16 ** 3)
+    assert slab.slabs((16, 16, 16)) == [(0, 16, 0, 16)]
+    torch.testing.assert_close(slab(x, net), _window_inferer()(x, net), rtol=0, atol=0)
+
+
+def test_slabs_cover_every_plane_once_with_half_a_window_of_margin():
+    slab = SlabInferer(_window_inferer(), slab_voxels=24 * 16 * 16)
+    parts = slab.slabs((50, 16, 16))
+    kept = [z for _, _, lo, hi in parts for z in range(lo, hi)]
+    assert kept == list(range(50))
+    for lo, hi, keep_lo, keep_hi in parts:
+        assert (hi - lo) * 16 * 16 <= 24 * 16 * 16
+        assert keep_lo - lo == min(4, keep_lo) and hi - keep_hi == min(4, 50 - keep_hi)
+        assert keep_hi - keep_lo >= 8  # balanced: never a slab thinner than a window
+    assert SlabInferer.slab_count((50, 16, 16), 8, 24 * 16 * 16) == len(parts)
+
+
+def test_slabbed_inference_is_on_disk_and_matches_the_whole_tomogram():
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 50, 16, 16)
+    identity = torch.nn.Identity()
+    slab = SlabInferer(_window_inferer(), slab_voxels=24 * 16 * 16)
+    out = slab(x, identity)
+    assert isinstance(out.disk_array, np.memmap)
+    torch.testing.assert_close(out, x, rtol=0, atol=1e-5)  # an identity network: blending changes nothing
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 1, 3, padding=1))
+    whole = _window_inferer()(x, net)
+    slabbed = slab(x, net)
+    # a network with zero-padded convolutions depends on where the windows lie; slabs restart the
+    # window grid, so they may differ from one call by as much as a shifted grid does, not more
+    shifted = _window_inferer()(x[:, :, 3:], net)
+    grid_rms = float((shifted - whole[:, :, 3:]).pow(2).mean().sqrt())
+    slab_rms = float((slabbed - whole).pow(2).mean().sqrt())
+    assert 0 < slab_rms < 1.5 * grid_rms, (slab_rms, grid_rms)
+    torch.testing.assert_close(slabbed[:, :, :9], whole[:, :, :9], rtol=0, atol=1e-6)  # the first slab's grid is the whole's
+
+
+def test_each_slab_draws_its_own_noise_with_the_same_dropout_networks():
+    calls = []
+
+    class Recording:
+        sliding_window = type("SW", (), {"roi_size": (8, 8, 8)})()
+        seed = 5
+
+        def __call__(self, inputs, network, generator_seed=None):
+            calls.append(generator_seed)
+            return inputs.clone()
+
+    SlabInferer(Recording(), slab_voxels=24 * 16 * 16)(torch.zeros(1, 1, 50, 16, 16), torch.nn.Identity())
+    assert calls == [5 + i for i in range(len(calls))] and len(calls) > 2
+
+
+def test_predict_with_slabs_writes_what_the_in_memory_path_writes(tmp_path):
+    """The bundle's inference on a tiny trained model: slabbed (result on disk, written slab by
+    slab, the std too) against one call, same checkpoint and seed."""
+    from cet_monai.data import simulate_tomogram
+    from cet_monai.engines import latest_checkpoint
+    from cet_monai.workflows import predict, train
+
+    tomo = tmp_path / "t.mrc"
+    write_volume(tomo, simulate_tomogram(shape=(40, 32, 32), snr=0.05, seed=2).noisy.astype(np.float32), voxel_size=10.0)
+    train("recorrupted", tomogram=str(tomo), output_dir=str(tmp_path / "run"), iterations=2, epoch_length=2, patch_size=[16, 16, 16],
+          margin=4, progress=False, **{"network_def#features": [4, 8], "device": "$torch.device('cpu')"})
+    ckpt = latest_checkpoint(str(tmp_path / "run"))
+    common = dict(method="recorrupted", save_std=True, versions=2, progress=False, device="$torch.device('cpu')")
+    predict([str(tomo)], ckpt, str(tmp_path / "whole.mrc"), **common)
+    predict([str(tomo)], ckpt, str(tmp_path / "slabs.mrc"), slab_voxels=24 * 32 * 32, **common)
+    predict([str(tomo)], ckpt, str(tmp_path / "other_seed.mrc"), seed=1, **common)
+    whole, slabs, other = (read_volume(tmp_path / f"{n}.mrc")[0] for n in ("whole", "slabs", "other_seed"))
+    assert whole.shape == slabs.shape == (40, 32, 32)
+    # slabs draw their own noise: the result differs from one call as another seed's does, not more
+    corr = np.corrcoef(whole.ravel(), slabs.ravel())[0, 1]
+    baseline = np.corrcoef(whole.ravel(), other.ravel())[0, 1]
+    assert corr > baseline - 0.05, (corr, baseline)
+    assert not np.array_equal(whole, slabs)
+    assert read_volume(tmp_path / "slabs_std.mrc")[0].std() > 0
+    assert (tmp_path / "slabs.png").exists()
+
+
+@pytest.mark.parametrize("bad", [2])
+def test_slab_inferer_refuses_batches(bad):
+    with pytest.raises(ValueError, match="one tomogram"):
+        SlabInferer(_window_inferer(), slab_voxels=100)(torch.zeros(bad, 1, 8, 8, 8), torch.nn.Identity())
