@@ -382,7 +382,22 @@ def _denoise_plan(args):
     for item in todo:
         check_writable_folder(Path(item.output).parent, "output")
         check_writable_folder(item.work_dir, "checkpoints")
+    _check_resources(args, todo, shapes)
     return todo, skipped, overrides, settings
+
+
+def _check_resources(args, todo, shapes) -> None:
+    """Say what the runs will need; refuse what cannot fit on disk (before any work)."""
+    from cet_monai.engines.resources import check_resources, estimate_run
+
+    runs = [(i.input, i.output, estimate_run(shapes[i.input], save_std=args.save_std)) for i in todo]
+    check_resources(runs, say=_say)
+    if runs and (len(runs) <= 3 or args.verbose):
+        for path, _, est in runs:
+            _say(f"{path}: {'x'.join(map(str, shapes[path]))} voxels; {est.describe()}")
+    elif runs:
+        path, _, est = max(runs, key=lambda r: r[2].memory)
+        _say(f"{len(runs)} tomograms; the largest, {path}, needs {est.describe()}")
 
 
 def _validation_score(workflow) -> str:

@@ -1,0 +1,142 @@
+"""What a denoising run will need, known before it starts: memory and disk.
+
+A run that dies after hours for want of disk, or is killed by a cluster for memory, wastes the
+hours. :func:`estimate_run` gives, for one ``(Z, Y, X)`` tomogram, the peak resident memory of
+``cet-monai denoise`` (training, then inference) and the disk its outputs and its scratch space
+take; :func:`check_resources` compares them with what the machine has (free disk of each
+folder, available memory, a cgroup's limit when there is one), refuses a run that cannot fit on
+disk and warns when the memory estimate exceeds what is available.
+
+The memory model is linear in the voxels ``V`` with a constant (libraries, the noise-spectrum
+estimator, network and batch): ``constant + 4 V`` (the normalised float32 copy the patches and
+windows are read from) ``+ stitching``, where stitching is MONAI's sliding-window output and
+weight maps, 8 bytes per voxel of one slab (12 with the standard deviation) for a tomogram of
+at most ``slab_voxels`` voxels, else of one slab
+(:class:`~cet_monai.inferers.streaming.SlabInferer`). The constants were measured with
+``benchmarks/large_tomogram.py`` on the 2-core CPU (see ``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cet_monai.errors import OptionError
+
+__all__ = ["RunEstimate", "estimate_run", "available_memory", "check_resources"]
+
+logger = logging.getLogger(__name__)
+
+GIB = 2**30
+#: libraries, network, batches and the bounded noise-spectrum estimator (bytes), measured
+BASE_BYTES = int(1.1 * GIB)
+#: per stitched voxel: output and weight maps, the padded window input, the slab's copy
+STITCH_BYTES_PER_VOXEL = 12
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """Peak memory (bytes) and disk (bytes) of one run; ``scratch`` goes to ``$TMPDIR``."""
+
+    memory: int
+    output_disk: int
+    scratch_disk: int
+    slabs: int
+
+    def describe(self) -> str:
+        scratch = f", {_size(self.scratch_disk)} of scratch space in {tempfile.gettempdir()}" if self.scratch_disk else ""
+        return (f"about {_size(self.memory)} of memory, {_size(self.output_disk)} of output{scratch}"
+                + (f" (inference in {self.slabs} slabs)" if self.slabs > 1 else ""))
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / GIB:.1f} GiB" if nbytes >= GIB else f"{nbytes / 2**20:.0f} MiB"
+
+
+def estimate_run(shape, save_std: bool = False, slab_voxels: int | None = None, roi_z: int = 32, out_bytes_per_voxel: int = 4) -> RunEstimate:
+    """Estimate for a ``(Z, Y, X)`` tomogram (see the module docstring); ``slab_voxels`` ``None``:
+    the inference bundle's default."""
+    from cet_monai.inferers.streaming import DEFAULT_SLAB_VOXELS, SlabInferer
+
+    slab_voxels = int(slab_voxels or DEFAULT_SLAB_VOXELS)
+    z, y, x = (int(s) for s in shape)
+    voxels = z * y * x
+    slabs = SlabInferer.slab_count((z, y, x), roi_z, slab_voxels)
+    stitched = voxels if slabs == 1 else min(voxels, slab_voxels)
+    per_voxel = STITCH_BYTES_PER_VOXEL + (4 if save_std else 0)
+    memory = BASE_BYTES + 4 * voxels + per_voxel * stitched
+    maps = 2 if save_std else 1
+    return RunEstimate(memory=memory, output_disk=maps * out_bytes_per_voxel * voxels,
+                       scratch_disk=maps * 4 * voxels if slabs > 1 else 0, slabs=slabs)
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still use: the smaller of ``MemAvailable`` and a cgroup (v2 or v1)
+    limit minus its usage; ``None`` where neither can be read."""
+    candidates = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    candidates.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:
+            candidates.append(max(int(limit) - usage, 0))
+    return min(candidates) if candidates else None
+
+
+def _free(folder) -> int:
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_resources(runs: list[tuple[str, str, RunEstimate]], say=None) -> None:
+    """``runs``: (input, output file, estimate). Refuse (:class:`OptionError`) when the outputs
+    of all runs do not fit on their disks or the largest scratch space does not fit in
+    ``$TMPDIR``; warn through ``say`` when the largest memory estimate exceeds the available
+    memory. Runs one after another: memory and scratch are those of the largest run, output
+    disk adds up."""
+    say = say or logger.warning
+    if not runs:
+        return
+    need: dict[int, int] = {}
+    where: dict[int, str] = {}
+    for _, output, est in runs:
+        folder = Path(output).parent
+        folder = folder if folder.exists() else Path(os.path.abspath(folder))
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        dev = os.stat(probe).st_dev
+        need[dev] = need.get(dev, 0) + est.output_disk
+        where[dev] = str(folder)
+    for dev, nbytes in need.items():
+        free = _free(where[dev])
+        if nbytes > free:
+            raise OptionError(f"{where[dev]}: the outputs need {nbytes / GIB:.2f} GiB and the disk has {free / GIB:.2f} GiB free; "
+                              "free space or choose another -o (nothing was started)")
+    scratch = max(est.scratch_disk for _, _, est in runs)
+    if scratch:
+        free = _free(tempfile.gettempdir())
+        if scratch > free:
+            raise OptionError(f"{tempfile.gettempdir()}: slabbed inference needs {scratch / GIB:.2f} GiB of scratch space and has "
+                              f"{free / GIB:.2f} GiB free; point TMPDIR at a larger disk (nothing was started)")
+    largest = max(runs, key=lambda r: r[2].memory)
+    available = available_memory()
+    if available is not None and largest[2].memory > available:
+        say(f"warning: {largest[0]} needs {largest[2].describe()}, but only {available / GIB:.1f} GiB of memory is available; "
+            "the run may be killed (free memory first, or use a machine with more)")

@@ -1,0 +1,62 @@
+"""Resource estimates before a run: disk that cannot hold the outputs is refused before any work,
+too little memory is said, and the estimate follows the slabbing of large tomograms."""
+
+import pytest
+
+from cet_monai.engines import resources
+from cet_monai.engines.resources import GIB, check_resources, estimate_run
+from cet_monai.errors import OptionError
+
+
+def test_memory_grows_with_the_tomogram_and_stitching_is_bounded_by_a_slab():
+    small, large = estimate_run((100, 512, 512)), estimate_run((1000, 512, 512))
+    assert small.slabs == 1 and large.slabs > 4  # 26 M voxels fit one slab of 64 M; 262 M do not
+    assert large.memory > small.memory
+    # above one slab the stitching no longer grows: only the 4 bytes per voxel of the normalised copy do
+    huge = estimate_run((2000, 512, 512))
+    assert huge.memory - large.memory == 4 * 1000 * 512 * 512
+    assert large.scratch_disk == 4 * 1000 * 512 * 512 and small.scratch_disk == 0
+    with_std = estimate_run((1000, 512, 512), save_std=True)
+    assert with_std.output_disk == 2 * large.output_disk and with_std.memory > large.memory
+
+
+def test_outputs_that_do_not_fit_are_refused_before_any_work(tmp_path, monkeypatch):
+    est = estimate_run((200, 512, 512))
+    monkeypatch.setattr(resources, "_free", lambda folder: est.output_disk // 2)
+    with pytest.raises(OptionError, match="free space or choose another -o"):
+        check_resources([("a.mrc", str(tmp_path / "out" / "a_denoised.mrc"), est)])
+    # two outputs on one disk add up
+    monkeypatch.setattr(resources, "_free", lambda folder: int(est.output_disk * 1.5))
+    check_resources([("a.mrc", str(tmp_path / "a_d.mrc"), est)])
+    with pytest.raises(OptionError, match="outputs need"):
+        check_resources([("a.mrc", str(tmp_path / "a_d.mrc"), est), ("b.mrc", str(tmp_path / "b_d.mrc"), est)])
+
+
+def test_too_little_memory_is_said(tmp_path, monkeypatch):
+    said = []
+    monkeypatch.setattr(resources, "available_memory", lambda: 1 * GIB)
+    check_resources([("big.mrc", str(tmp_path / "big_d.mrc"), estimate_run((1000, 512, 512)))], say=said.append)
+    assert len(said) == 1 and "big.mrc" in said[0] and "available" in said[0]
+    monkeypatch.setattr(resources, "available_memory", lambda: 100 * GIB)
+    said.clear()
+    check_resources([("big.mrc", str(tmp_path / "big_d.mrc"), estimate_run((1000, 512, 512)))], say=said.append)
+    assert said == []
+
+
+def test_available_memory_reads_this_machine():
+    value = resources.available_memory()
+    assert value is None or 0 < value < 2**50
+
+
+def test_denoise_refuses_a_full_disk_before_training(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from cet_monai.cli import main
+    from cet_monai.io import write_volume
+
+    tomo = tmp_path / "t.mrc"
+    write_volume(tomo, np.random.default_rng(0).standard_normal((40, 48, 48)).astype(np.float32), voxel_size=10.0)
+    monkeypatch.setattr(resources, "_free", lambda folder: 1000)
+    assert main(["denoise", str(tomo), "-o", str(tmp_path / "t_d.mrc"), "--iterations", "2", "--set", "epoch_length=2"]) == 2
+    assert "the disk has" in capsys.readouterr().err
+    assert not list((tmp_path / "t_d_run").glob("checkpoint*"))
