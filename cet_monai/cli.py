@@ -431,6 +431,7 @@ def _denoise_item(item, args, overrides: dict, settings: dict, rank: int, label:
     _say(f"{label} trained in {time.perf_counter() - t0:.0f} s; denoising the whole tomogram")
     infer = {k: v for k, v in overrides.items() if k in ("versions", "passes", "seed", "device", "progress")}
     predict([item.input], ckpt, item.output, method=args.method, overwrite=args.overwrite, save_std=args.save_std, **infer)
+    gc.collect()  # the inference's copy of the tomogram goes before the output is checked
     write_completion(item, settings)
     return BatchResult(item.input, item.output, "denoised", rank, time.perf_counter() - t0, output_check(item.output, item.input, validation))
 

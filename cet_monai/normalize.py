@@ -69,11 +69,13 @@ def subsample(volume, max_samples: int = 2_000_000) -> np.ndarray:
     planes = range(volume.shape[0])[first]
     per_plane = math.prod(len(range(n)[sl]) for n, sl in zip(volume.shape[1:], rest))
     out = np.empty(len(planes) * per_plane, dtype=np.float32)
-    for i, z in enumerate(planes):
-        out[i * per_plane:(i + 1) * per_plane] = np.asarray(volume[(z, *rest)], dtype=np.float32).ravel()
     from cet_monai.io.utils import release_pages
 
-    release_pages(volume)  # a strided read touches most pages of a memory map: give them back
+    for i, z in enumerate(planes):
+        out[i * per_plane:(i + 1) * per_plane] = np.asarray(volume[(z, *rest)], dtype=np.float32).ravel()
+        if i % 32 == 31:
+            release_pages(volume)  # a strided read touches most pages of a memory map: give them back as it goes
+    release_pages(volume)
     return out
 
 

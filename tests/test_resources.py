@@ -14,7 +14,10 @@ def test_memory_grows_with_the_tomogram_and_stitching_is_bounded_by_a_slab():
     assert large.memory > small.memory
     # above one slab the stitching no longer grows: only the 4 bytes per voxel of the normalised copy do
     huge = estimate_run((2000, 512, 512))
-    assert huge.memory - large.memory == 4 * 1000 * 512 * 512
+    from cet_monai.inferers.streaming import DEFAULT_SLAB_VOXELS
+
+    growth = huge.memory - large.memory
+    assert abs(growth - 4 * 1000 * 512 * 512) <= 12 * DEFAULT_SLAB_VOXELS // 4  # slabs of a similar depth, not more
     assert large.scratch_disk == 4 * 1000 * 512 * 512 and small.scratch_disk == 0
     with_std = estimate_run((1000, 512, 512), save_std=True)
     assert with_std.output_disk == 2 * large.output_disk and with_std.memory > large.memory

@@ -7,6 +7,7 @@ from monai.data import list_data_collate
 from .validation import NegatedLoss
 from .recipe import Recipe, inferer_from_recipe, load_recipe, network_from_recipe, sampler_from_recipe
 from .fingerprint import CheckpointMismatchError, RunFingerprint, volume_stem, work_dir_for
+from .distributed import init_distributed
 from .preflight import as_bool, check_config_keys, check_device, check_patch, check_writable_folder
 from .data import LoadTomogramd, SaveTomogramd, TomogramSource, default_output_name
 from .handlers import (
@@ -54,6 +55,7 @@ __all__ = [
     "volume_stem",
     "work_dir_for",
     "as_bool",
+    "init_distributed",
     "check_config_keys",
     "check_device",
     "check_patch",

@@ -172,21 +172,42 @@ class TomogramSource:
             out.append(slice(start, start + want))
         return self.image[(slice(None), *out)].clone()
 
+    #: most voxels validated: a larger held-out slab is cropped to its centre in Z and X (its
+    #: pairs cost several copies of it, and a few million voxels score a model as well)
+    max_validation_voxels = 1 << 23
+
+    def _validation_window(self) -> tuple:
+        """Index of the held-out region ``(C, Z, Y_held, X)``, centrally cropped in Z and X to at
+        most :attr:`max_validation_voxels` voxels."""
+        _, nz, ny, nx = self.image.shape
+        held_y = ny - self.validation_start
+        cut = [slice(None), slice(None), slice(self.validation_start, None), slice(None)]
+        excess = nz * held_y * nx / self.max_validation_voxels
+        if excess > 1:
+            factor = excess ** -0.5
+            for axis, n in ((1, nz), (3, nx)):
+                keep = min(n, max(64, int(n * factor)))
+                start = (n - keep) // 2
+                cut[axis] = slice(start, start + keep)
+        return tuple(cut)
+
     def validation_items(self, pairing=None) -> list[dict]:
         """The held-out region as evaluator data.
 
         With a reference: ``[{"image": noisy region, "label": clean region}]`` (score: PSNR).
         Without: the pairs that ``pairing`` (the training's pairing transform, deep-copied and
         seeded so every validation sees the same pairs) makes of the region (score: the
-        self-supervised loss). Empty when there is no held-out region.
+        self-supervised loss). Empty when there is no held-out region. A held-out region above
+        :attr:`max_validation_voxels` is cropped to its centre in Z and X.
         """
         if self.validation_start >= self.image.shape[2]:
             return []
-        region = self.image[:, :, self.validation_start :]
+        held = self._validation_window()
+        region = self.image[held]
         if self.has_reference:
-            return [{"image": region, "label": self.reference[:, :, self.validation_start :]}]
+            return [{"image": region, "label": self.reference[held]}]
         if self.halves is not None:
-            return [{"image": self.halves[0][:, :, self.validation_start :], "label": self.halves[1][:, :, self.validation_start :]}]
+            return [{"image": self.halves[0][held], "label": self.halves[1][held]}]
         if pairing is None:
             raise ValueError("without a reference, validation needs the pairing transform")
         pairing = copy.deepcopy(pairing)

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 GIB = 2**30
 #: libraries, network, batches and the bounded noise-spectrum estimator (bytes), measured
-BASE_BYTES = int(1.1 * GIB)
+BASE_BYTES = int(0.65 * GIB)
 #: per stitched voxel: output and weight maps, the padded window input, the slab's copy
 STITCH_BYTES_PER_VOXEL = 12
 
@@ -65,8 +65,9 @@ def estimate_run(shape, save_std: bool = False, slab_voxels: int | None = None, 
     slab_voxels = int(slab_voxels or DEFAULT_SLAB_VOXELS)
     z, y, x = (int(s) for s in shape)
     voxels = z * y * x
-    slabs = SlabInferer.slab_count((z, y, x), roi_z, slab_voxels)
-    stitched = voxels if slabs == 1 else min(voxels, slab_voxels)
+    plan = SlabInferer.plan((z, y, x), roi_z, slab_voxels)
+    slabs = len(plan)
+    stitched = max(hi - lo for lo, hi, _, _ in plan) * y * x  # the deepest slab, margins included
     per_voxel = STITCH_BYTES_PER_VOXEL + (4 if save_std else 0)
     memory = BASE_BYTES + 4 * voxels + per_voxel * stitched
     maps = 2 if save_std else 1

@@ -59,10 +59,15 @@ class SlabInferer(Inferer):
 
     def slabs(self, shape) -> list[tuple[int, int, int, int]]:
         """``(read_start, read_stop, keep_start, keep_stop)`` Z ranges for a ``(Z, Y, X)`` tomogram."""
+        return self.plan(shape, int(self.inferer.sliding_window.roi_size[0]), self.slab_voxels)
+
+    @staticmethod
+    def plan(shape, roi_z: int, slab_voxels: int = DEFAULT_SLAB_VOXELS) -> list[tuple[int, int, int, int]]:
+        """The Z slabs of a ``(Z, Y, X)`` tomogram for windows ``roi_z`` deep (see :meth:`slabs`):
+        as few as fit ``slab_voxels`` with half a window of margin each side, balanced in depth."""
         z, plane = int(shape[0]), int(np.prod(shape[1:], dtype=np.int64))
-        roi_z = int(self.inferer.sliding_window.roi_size[0])
-        margin = roi_z // 2
-        depth = max(self.slab_voxels // max(plane, 1), roi_z + 2 * margin)
+        margin = int(roi_z) // 2
+        depth = max(int(slab_voxels) // max(plane, 1), int(roi_z) + 2 * margin)
         if z <= depth:
             return [(0, z, 0, z)]
         count = math.ceil(z / (depth - 2 * margin))
@@ -106,7 +111,4 @@ class SlabInferer(Inferer):
     @staticmethod
     def slab_count(shape, roi_z: int, slab_voxels: int = DEFAULT_SLAB_VOXELS) -> int:
         """How many slabs a ``(Z, Y, X)`` tomogram needs (for resource estimates)."""
-        plane = int(np.prod(shape[1:], dtype=np.int64))
-        margin = roi_z // 2
-        depth = max(slab_voxels // max(plane, 1), roi_z + 2 * margin)
-        return 1 if shape[0] <= depth else math.ceil(shape[0] / (depth - 2 * margin))
+        return len(SlabInferer.plan(shape, roi_z, slab_voxels))

@@ -153,6 +153,15 @@ class SlabwiseVolume:
         self.ndim = len(self.shape)
 
     def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        first = key[0] if key else slice(None)
+        if isinstance(first, slice) and first.step in (None, 1):
+            # a read across many planes (a YZ slice for a preview) goes slab by slab, so the
+            # pages it touches are given back as it goes
+            start, stop, _ = first.indices(self.shape[0])
+            step = max(1, SLAB_VOXELS // max(1, int(np.prod(self.shape[1:], dtype=np.int64))))
+            if stop - start > step:
+                return np.concatenate([self[(slice(z, min(z + step, stop)),) + key[1:]] for z in range(start, stop, step)], axis=0)
         chunk = np.asarray(self.source[key])
         out = np.asarray(self.fn(chunk) if self.fn is not None else chunk, dtype=self.dtype)
         release_pages(self.source)

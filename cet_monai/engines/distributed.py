@@ -1,0 +1,27 @@
+"""Joining torchrun's process group for the data-parallel bundles (``multi_gpu_train.yaml``)."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["init_distributed"]
+
+
+def init_distributed(device: torch.device | str | None = None) -> None:
+    """Join the process group that torchrun describes (NCCL on CUDA, gloo otherwise), bind this
+    rank's GPU, and let Ignite see the group on every rank at the same moment.
+
+    Ignite's checkpoint handlers call ``idist.get_rank()`` when they are built, and Ignite's
+    first such call creates a sub-group, a collective operation. Made lazily it would run only on
+    the ranks that build such a handler (rank 0: the others' writers are disabled) and wait
+    forever for the others; whether it did depended on the order the config's components were
+    built in. Synchronised here, once, on every rank, it cannot.
+    """
+    import ignite.distributed as idist
+
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        torch.cuda.set_device(device)
+    idist.sync()

@@ -1,0 +1,25 @@
+"""Data-parallel training of one model (``multi_gpu_train.yaml``, DistributedDataParallel): the
+ranks read different patches, and one step over 2 gloo processes gives the weights of one
+single-process step on the union of their batches."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HELPER = Path(__file__).parent / "helpers" / "ddp_one_step.py"
+
+
+def test_one_ddp_step_equals_a_single_process_step_on_the_union_of_the_batches(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "CET_MONAI_FAULT")}
+    env["OMP_NUM_THREADS"] = "1"
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(HELPER), str(tmp_path / "run"), str(report)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r = json.loads(report.read_text())
+    assert r["same_start"]  # DDP broadcast rank 0's initial weights
+    assert r["different_patches"]  # each rank's transforms are seeded with seed + rank
+    assert r["max_weight_change"] > 1e-3  # the step moved the weights...
+    assert r["max_weight_difference"] < 1e-4 * r["max_weight_change"]  # ...exactly as one process on both batches
