@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         the exit code is then 1. The summary (input, output, status, seconds, quality check,
         error) is printed and written to FOLDER/denoise_summary.tsv.
 
+        Before any work the memory and disk each run needs are printed, and outputs that cannot
+        fit on their disk are refused. Tomograms above 64 M voxels are denoised in Z slabs with
+        the result on disk (scratch space in $TMPDIR), so memory grows by about 4 bytes per voxel.
+
         Several processes: --nproc N shares the tomograms among N processes on this machine
         (one GPU each when there are GPUs; the CPU cores split otherwise). On a cluster, start
         the same command under torchrun instead, one process per GPU:
