@@ -392,3 +392,25 @@ def test_command_line_booleans_as_strings_are_read_as_booleans(tmp_path):
     with pytest.raises(OptionError, match="progress: expected true or false"):
         as_bool("maybe", "progress")
     assert TrainingProgressBar(enabled="false").enabled is False
+
+
+def test_a_misspelled_bundle_command_line_id_fails_before_training_with_the_close_matches(tmp_path):
+    """``python -m monai.bundle run training --lerning_rate ...``: MONAI would add the id silently
+    and train with the default; the bundle's first ``initialize`` step refuses it."""
+    from cet_monai.engines import check_bundle_command_line
+    from cet_monai.errors import OptionError
+
+    main = os.path.join(os.path.dirname(__import__("monai").__file__), "bundle", "__main__.py")
+    train = configs("recorrupted_denoising")
+    files = f"['{train}','{configs('recorrupted_denoising', 'multi_gpu_train.yaml')}']"
+    check_bundle_command_line([main, "run", "training", "--config_file", train, "--learning_rate", "0.1", "--simulation#shape", "[16,32,32]"])
+    check_bundle_command_line([main, "run", "training", "--config_file", files, "--train#sampler#shuffle", "false"])
+    check_bundle_command_line(["pytest", "--lerning_rate", "1"])  # not a bundle run: nothing to check
+    with pytest.raises(OptionError, match="--lerning_rate: no such setting.*did you mean learning_rate"):
+        check_bundle_command_line([main, "run", "training", "--config_file", train, "--lerning_rate=0.1"])
+    # the real command line: fails in a few seconds, before any training, naming the id
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", train, "--output_dir", str(tmp_path / "run"),
+           "--lerning_rate", "0.1"]
+    result = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "--lerning_rate: no such setting" in result.stderr + result.stdout
+    assert not list((tmp_path / "run").glob("checkpoint*"))

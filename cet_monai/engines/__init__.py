@@ -8,7 +8,7 @@ from .validation import NegatedLoss
 from .recipe import Recipe, inferer_from_recipe, load_recipe, network_from_recipe, sampler_from_recipe
 from .fingerprint import CheckpointMismatchError, RunFingerprint, volume_stem, work_dir_for
 from .distributed import init_distributed
-from .preflight import as_bool, check_config_keys, check_device, check_patch, check_writable_folder
+from .preflight import as_bool, check_bundle_command_line, check_config_keys, check_device, check_patch, check_writable_folder
 from .data import LoadTomogramd, SaveTomogramd, TomogramSource, default_output_name
 from .handlers import (
     EarlyStopOnValidation,
@@ -56,6 +56,7 @@ __all__ = [
     "work_dir_for",
     "as_bool",
     "init_distributed",
+    "check_bundle_command_line",
     "check_config_keys",
     "check_device",
     "check_patch",

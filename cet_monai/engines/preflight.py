@@ -15,7 +15,8 @@ from pathlib import Path
 
 from cet_monai.errors import OptionError
 
-__all__ = ["as_bool", "check_config_keys", "check_device", "check_patch", "check_writable_folder"]
+__all__ = [
+    "as_bool", "check_bundle_command_line", "check_config_keys", "check_device", "check_patch", "check_writable_folder"]
 
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -49,7 +50,7 @@ def _config_ids(config, prefix: str = "") -> list[str]:
     return ids
 
 
-def check_config_keys(keys: Sequence[str], config: Mapping, where: str) -> None:
+def check_config_keys(keys: Sequence[str], config: Mapping, where: str, flag: str = "--set ") -> None:
     """Refuse ``--set`` ids that are not in the bundle ``config`` (a plain dict read from YAML).
 
     A misspelled id used to be added silently as a new, unused entry, so the run went on with the
@@ -61,7 +62,62 @@ def check_config_keys(keys: Sequence[str], config: Mapping, where: str) -> None:
             continue
         close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; the ids are the keys of {where}"
-        raise OptionError(f"--set {key}: no such setting in {where}{hint}")
+        raise OptionError(f"{flag}{key}: no such setting in {where}{hint}")
+
+
+#: arguments of ``monai.bundle.scripts.run`` itself, not config ids
+_BUNDLE_RUN_ARGS = ("run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file")
+
+
+def _bundle_command_line(argv: Sequence[str]) -> tuple[object, list[str]]:
+    """(the ``--config_file`` value, the config ids) of a ``python -m monai.bundle run`` argv
+    (Fire syntax: ``--id value`` or ``--id=value``)."""
+    files, keys = None, []
+    args = list(argv[1:])
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token.startswith("--"):
+            name, eq, value = token[2:].partition("=")
+            if not eq and i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value, i = args[i + 1], i + 1
+            if name == "config_file":
+                files = value
+            elif name not in _BUNDLE_RUN_ARGS:
+                keys.append(name)
+        i += 1
+    return files, keys
+
+
+def check_bundle_command_line(argv: Sequence[str] | None = None) -> None:
+    """Under ``python -m monai.bundle run``, refuse ``--id`` overrides that are in none of the
+    ``--config_file`` files, naming the close matches (MONAI adds an unknown id silently, so a
+    misspelled ``--lerning_rate`` ran with the default). A no-op in any other process (the
+    Python API and ``cet-monai``, which check ``--set`` themselves). Called first in the bundles'
+    ``initialize``."""
+    import sys
+
+    import yaml
+
+    argv = list(sys.argv if argv is None else argv)
+    if not argv or not os.path.normpath(argv[0]).endswith(os.path.join("monai", "bundle", "__main__.py")):
+        return
+    files, keys = _bundle_command_line(argv)
+    if files is None or not keys:
+        return
+    try:
+        listed = yaml.safe_load(files) if isinstance(files, str) and files.strip().startswith("[") else files
+    except yaml.YAMLError:
+        return
+    merged: dict = {}
+    for f in [listed] if isinstance(listed, str) else list(listed or []):
+        try:
+            with open(f) as handle:
+                merged.update(yaml.safe_load(handle) or {})  # MONAI merges the files' top-level ids in order
+        except (OSError, yaml.YAMLError):
+            return  # MONAI itself reports an unreadable config
+    names = " + ".join(os.path.basename(str(f)) for f in ([listed] if isinstance(listed, str) else listed))
+    check_config_keys(keys, merged, names, flag="--")
 
 
 def check_device(device: str | None) -> None:
