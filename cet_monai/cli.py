@@ -11,6 +11,7 @@ import argparse
 import functools
 import gc
 import logging
+import math
 import os
 import sys
 import textwrap
@@ -404,19 +405,17 @@ def _check_resources(args, todo, shapes) -> None:
         _say(f"{len(runs)} tomograms; the largest, {path}, needs {est.describe()}")
 
 
-def _validation_score(workflow) -> str:
-    """The run's best held-out score, as the summary's quality column reads it."""
-    import numpy as np
-
-    try:
-        state = workflow.parser.get_parsed_content("validate#evaluator").state
-        best = float(state.best_metric)
-    except Exception:  # noqa: BLE001 - a bundle without validation: no score to report
-        return ""
-    if best == -1 or not np.isfinite(best):
-        return ""
+def _run_summary(workflow) -> tuple[str, float | None]:
+    """The run's best held-out score as the summary's quality column reads it (``""`` for a
+    bundle without validation), and the input's standard deviation from its normaliser."""
     source = workflow.parser.get_parsed_content("source")
-    return f"held-out PSNR {best:.2f} dB" if source.has_reference else f"held-out loss {-best:.4g}"
+    try:
+        best = float(workflow.parser.get_parsed_content("validate#evaluator").state.best_metric)
+    except Exception:  # noqa: BLE001 - a bundle without validation: no score to report
+        best = float("nan")
+    score = "" if best == -1 or not math.isfinite(best) else (
+        f"held-out PSNR {best:.2f} dB" if source.has_reference else f"held-out loss {-best:.4g}")
+    return score, float(source.normalizer.std)
 
 
 def _denoise_item(item, args, overrides: dict, settings: dict, rank: int, label: str):
@@ -428,7 +427,7 @@ def _denoise_item(item, args, overrides: dict, settings: dict, rank: int, label:
     t0 = time.perf_counter()
     _say(f"{label} {item.input}: training ({args.method}) -> checkpoints in {item.work_dir}/")
     workflow = train(args.method, tomogram=item.input, output_dir=item.work_dir, resume=not args.no_resume, **overrides)
-    validation = _validation_score(workflow)
+    validation, input_std = _run_summary(workflow)
     del workflow
     gc.collect()  # the training's copy of the tomogram goes before inference makes its own
     ckpt = latest_checkpoint(item.work_dir)
@@ -437,7 +436,7 @@ def _denoise_item(item, args, overrides: dict, settings: dict, rank: int, label:
     predict([item.input], ckpt, item.output, method=args.method, overwrite=args.overwrite, save_std=args.save_std, **infer)
     gc.collect()  # the inference's copy of the tomogram goes before the output is checked
     write_completion(item, settings)
-    return BatchResult(item.input, item.output, "denoised", rank, time.perf_counter() - t0, output_check(item.output, item.input, validation))
+    return BatchResult(item.input, item.output, "denoised", rank, time.perf_counter() - t0, output_check(item.output, input_std, validation))
 
 
 def _denoise_share(args, todo, overrides: dict, settings: dict, rank: int = 0, world: int = 1, local_rank: int = 0):
@@ -459,17 +458,13 @@ def _denoise_share(args, todo, overrides: dict, settings: dict, rank: int = 0, w
     results = []
     for i, item in enumerate(mine, 1):
         label = f"{'rank %d ' % rank if world > 1 else ''}[{i}/{len(mine)}]"
-        if len(todo) == 1 and world == 1:
-            results.append(_denoise_item(item, args, overrides, settings, rank, label))
-            continue
         t0 = time.perf_counter()
         try:
             results.append(_denoise_item(item, args, overrides, settings, rank, label))
         except Exception as error:  # noqa: BLE001 - reported in the summary; the batch goes on
-            cause = error
-            while cause is not None and not isinstance(cause, CetMonaiError):
-                cause = cause.__cause__ or cause.__context__
-            message = str(cause if cause is not None else error) or type(error).__name__
+            if len(todo) == 1 and world == 1:
+                raise
+            message = str(_user_error(error) or error) or type(error).__name__
             log = Path(item.work_dir) / "error.log"
             try:
                 log.parent.mkdir(parents=True, exist_ok=True)
@@ -577,7 +572,7 @@ def _launch(args, nproc: int) -> int:
     (torchrun; standalone: one machine), then the summary they wrote."""
     import subprocess
 
-    from cet_monai.engines.batch import SUMMARY_NAME, BatchResult, format_summary, read_summary
+    from cet_monai.engines.batch import SUMMARY_NAME, read_summary
 
     summary = Path(args.output) / SUMMARY_NAME
     if summary.exists():
@@ -593,17 +588,8 @@ def _launch(args, nproc: int) -> int:
         _say(f"cet-monai denoise: a process failed (exit {done.returncode}) before the summary was written; "
              "run the same command again: complete outputs are skipped, interrupted ones resume from their checkpoints")
         return EXIT_ERROR
-    rows = read_summary(summary)
-    _say(format_summary([BatchResult(r["input"], r["output"], r["status"], int(r["rank"]), float(r["seconds"]), r["quality"], r["error"])
-                         for r in rows]))
-    _say(f"summary table: {summary}")
-    for row in rows:
-        if row["status"] != "failed":
-            print(row["output"])
-    failed = [r["input"] for r in rows if r["status"] == "failed"]
-    if failed:
-        _say(f"{len(failed)} of {len(rows)} tomogram(s) failed: {', '.join(failed)}")
-    return EXIT_ERROR if failed or done.returncode else EXIT_OK
+    code = _finish_batch(args, read_summary(summary), skipped=[])  # the ranks' rows, skipped ones included
+    return max(code, EXIT_ERROR if done.returncode else EXIT_OK)
 
 
 def cmd_denoise(args) -> int:
@@ -661,13 +647,21 @@ def cmd_segment(args) -> int:
 COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "denoise": cmd_denoise, "predict": cmd_predict, "segment": cmd_segment}
 
 
+def _user_error(error: BaseException) -> CetMonaiError | None:
+    """The :class:`CetMonaiError` behind ``error``, if any: MONAI's config engine wraps the
+    errors our components raise."""
+    cause = error
+    while cause is not None and not isinstance(cause, CetMonaiError):
+        cause = cause.__cause__ or cause.__context__
+    return cause
+
+
 def _terminate(signum, frame):  # a scheduler's SIGTERM (job time limit, scancel) ends the run like Ctrl-C
     raise Terminated
 
 
 def _configure_process(verbose: bool) -> None:
-    """Logging level, warning filters and the SIGTERM handler of a cet-monai process (the main
-    one, and each process that ``--nproc`` starts)."""
+    """Logging level, warning filters and the SIGTERM handler of a cet-monai process."""
     import signal
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
@@ -701,10 +695,7 @@ def main(argv=None) -> int:
         _say(f"cet-monai {args.command}: error: {error}")
         return EXIT_USAGE
     except Exception as error:  # noqa: BLE001
-        # MONAI's config engine wraps errors from our components; show the user's problem, if any
-        cause = error
-        while cause is not None and not isinstance(cause, CetMonaiError):
-            cause = cause.__cause__ or cause.__context__
+        cause = _user_error(error)
         if cause is not None:
             _say(f"cet-monai {args.command}: error: {cause}")
             return EXIT_USAGE

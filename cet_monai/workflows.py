@@ -62,21 +62,13 @@ def config_file(bundle: str, name: str = "train.yaml") -> str:
     return str(bundle_dir(bundle) / "configs" / name)
 
 
-class _DropRecord(logging.Filter):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
+def _not_skipping_logging(record: logging.LogRecord) -> bool:
+    """Drops MONAI's warning that it skips the logging file we chose to skip."""
+    return "skipping logging" not in record.getMessage()
 
 
-class _Silence(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.CRITICAL
-
-
-_QUIET = _Silence()
+def _critical_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.CRITICAL
 
 
 def make_workflow(bundle: str, configs: Sequence[str] = ("train.yaml",), workflow_type: str = "train", **overrides):
@@ -93,29 +85,30 @@ def make_workflow(bundle: str, configs: Sequence[str] = ("train.yaml",), workflo
     root = bundle_dir(bundle)
     files = [str(root / "configs" / c) for c in configs]
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
-    quiet = _DropRecord("skipping logging")  # MONAI warns that it skips the logging file we chose to skip
-    monai_workflows.logger.addFilter(quiet)
+    monai_workflows.logger.addFilter(_not_skipping_logging)
     with warnings.catch_warnings():
         # MONAI warns that configs can run code: these are the package's own configs
         warnings.filterwarnings("ignore", message="parsing config_file")
         warnings.filterwarnings("ignore", message=".*_target_.*")
-        workflow = ConfigWorkflow(
-            config_file=files if len(files) > 1 else files[0],
-            meta_file=str(root / "configs" / "metadata.json"),
-            logging_file=str(root / "configs" / "logging.conf") if verbose else False,
-            workflow_type=workflow_type,
-            bundle_root=str(root),
-            **overrides,
-        )
-    monai_workflows.logger.removeFilter(quiet)
+        try:
+            workflow = ConfigWorkflow(
+                config_file=files if len(files) > 1 else files[0],
+                meta_file=str(root / "configs" / "metadata.json"),
+                logging_file=str(root / "configs" / "logging.conf") if verbose else False,
+                workflow_type=workflow_type,
+                bundle_root=str(root),
+                **overrides,
+            )
+        finally:
+            monai_workflows.logger.removeFilter(_not_skipping_logging)
     # MONAI's StatsHandler logs every validation to stdout at INFO whatever the root level, and
     # an exception's traceback before it propagates (the caller sees the exception itself); its
     # logger's level is reset to INFO when a handler is built, so a filter keeps it quiet
     stats_logger = logging.getLogger("monai.handlers.StatsHandler")
-    if not verbose and _QUIET not in stats_logger.filters:
-        stats_logger.addFilter(_QUIET)
-    elif verbose:
-        stats_logger.removeFilter(_QUIET)
+    if verbose:
+        stats_logger.removeFilter(_critical_only)
+    elif _critical_only not in stats_logger.filters:
+        stats_logger.addFilter(_critical_only)
     return workflow
 
 

@@ -90,9 +90,9 @@ def test_summary_round_trip(tmp_path):
             BatchResult("b.mrc", "b_d.mrc", "failed", 0, 1.0, error="no space\tleft\non device")]
     path = write_summary(tmp_path / "s.tsv", rows)
     back = read_summary(path)
-    assert [r["status"] for r in back] == ["denoised", "failed"]
-    assert back[0]["rank"] == "1" and back[0]["seconds"] == "12.3"
-    assert back[1]["error"] == "no space left on device"  # tabs and newlines never break the table
+    assert [r.status for r in back] == ["denoised", "failed"]
+    assert back[0].rank == 1 and back[0].seconds == 12.3
+    assert back[1].error == "no space left on device"  # tabs and newlines never break the table
     assert "a.mrc" in format_summary(rows) and "no space" in format_summary(rows)
 
 
@@ -101,15 +101,15 @@ def test_folder_batch_skips_on_rerun_and_goes_on_after_a_failure(tmp_path, monke
     out = tmp_path / "out"
     assert main(["denoise", str(inputs), "-o", str(out), *BUDGET]) == 0
     rows = read_summary(out / "denoise_summary.tsv")
-    assert [r["status"] for r in rows] == ["denoised"] * 3
-    assert all(r["quality"].startswith("ok; kept") and "held-out loss" in r["quality"] for r in rows)
+    assert [r.status for r in rows] == ["denoised"] * 3
+    assert all(r.quality.startswith("ok; kept") and "held-out loss" in r.quality for r in rows)
     first = {p: read_volume(out / p)[0] for p in ("t0_denoised.mrc", "t1_denoised.mrc", "t2_denoised.mrc")}
     capsys.readouterr()
 
     # rerun: nothing to do, nothing rewritten
     stamps = {p: os.stat(out / p).st_mtime_ns for p in first}
     assert main(["denoise", str(inputs), "-o", str(out), *BUDGET]) == 0
-    assert [r["status"] for r in read_summary(out / "denoise_summary.tsv")] == ["skipped"] * 3
+    assert [r.status for r in read_summary(out / "denoise_summary.tsv")] == ["skipped"] * 3
     assert {p: os.stat(out / p).st_mtime_ns for p in first} == stamps
     assert capsys.readouterr().out.split() == [str(out / p) for p in sorted(first)]
 
@@ -129,19 +129,19 @@ def test_folder_batch_skips_on_rerun_and_goes_on_after_a_failure(tmp_path, monke
     monkeypatch.setattr(workflows, "train", failing_train)
     out2 = tmp_path / "out2"
     assert main(["denoise", str(inputs), "-o", str(out2), *BUDGET]) == 1
-    rows = {r["input"]: r for r in read_summary(out2 / "denoise_summary.tsv")}
-    assert rows[str(inputs / "t1.mrc")]["status"] == "failed"
-    assert "simulated failure on t1" in rows[str(inputs / "t1.mrc")]["error"]
+    rows = {r.input: r for r in read_summary(out2 / "denoise_summary.tsv")}
+    assert rows[str(inputs / "t1.mrc")].status == "failed"
+    assert "simulated failure on t1" in rows[str(inputs / "t1.mrc")].error
     assert (out2 / "t1_denoised_run" / "error.log").read_text().count("RuntimeError") >= 1
     assert not (out2 / "t1_denoised.mrc").exists()
     for name in ("t0", "t2"):  # same settings and seed: the same voxels as the first batch
-        assert rows[str(inputs / f"{name}.mrc")]["status"] == "denoised"
+        assert rows[str(inputs / f"{name}.mrc")].status == "denoised"
         np.testing.assert_array_equal(read_volume(out2 / f"{name}_denoised.mrc")[0], first[f"{name}_denoised.mrc"])
 
     # the rerun (the cause fixed) does only the failed one
     monkeypatch.setattr(workflows, "train", real_train)
     assert main(["denoise", str(inputs), "-o", str(out2), *BUDGET]) == 0
-    statuses = {r["input"]: r["status"] for r in read_summary(out2 / "denoise_summary.tsv")}
+    statuses = {r.input: r.status for r in read_summary(out2 / "denoise_summary.tsv")}
     assert statuses == {str(inputs / "t0.mrc"): "skipped", str(inputs / "t1.mrc"): "denoised", str(inputs / "t2.mrc"): "skipped"}
 
 
@@ -154,14 +154,14 @@ def test_nproc_shares_the_tomograms_among_processes(tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_summary(out / "denoise_summary.tsv")
-    assert [r["status"] for r in rows] == ["denoised"] * 3
-    assert {r["input"]: r["rank"] for r in rows} == {str(inputs / "t0.mrc"): "0", str(inputs / "t1.mrc"): "1", str(inputs / "t2.mrc"): "0"}
+    assert [r.status for r in rows] == ["denoised"] * 3
+    assert {r.input: r.rank for r in rows} == {str(inputs / "t0.mrc"): 0, str(inputs / "t1.mrc"): 1, str(inputs / "t2.mrc"): 0}
     assert sorted(done.stdout.split()) == sorted(str(out / f"t{i}_denoised.mrc") for i in range(3))
     assert not [p.name for p in out.iterdir() if p.name.startswith(".denoise_summary")]  # the ranks' parts merged and removed
     # rerun under torchrun's own launcher: everything complete, skipped by every rank
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert [r["status"] for r in read_summary(out / "denoise_summary.tsv")] == ["skipped"] * 3
+    assert [r.status for r in read_summary(out / "denoise_summary.tsv")] == ["skipped"] * 3
 
 
 def test_nproc_and_torchrun_are_not_combined(monkeypatch, tmp_path):

@@ -71,7 +71,7 @@ def test_slabs_cover_every_plane_once_with_half_a_window_of_margin():
         assert (hi - lo) * 16 * 16 <= 24 * 16 * 16
         assert keep_lo - lo == min(4, keep_lo) and hi - keep_hi == min(4, 50 - keep_hi)
         assert keep_hi - keep_lo >= 8  # balanced: never a slab thinner than a window
-    assert SlabInferer.slab_count((50, 16, 16), 8, 24 * 16 * 16) == len(parts)
+    assert SlabInferer.plan((50, 16, 16), 8, 24 * 16 * 16) == parts
 
 
 def test_slabbed_inference_is_on_disk_and_matches_the_whole_tomogram():

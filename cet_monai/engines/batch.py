@@ -175,10 +175,12 @@ def share(items: list, rank: int, world_size: int) -> list:
     return list(items[rank::world_size])
 
 
-def output_check(output: str, input_path: str | None = None, validation: str = "") -> str:
+def output_check(output: str, input_std: float | None = None, validation: str = "") -> str:
     """A one-line check of a written output for the summary: ``"ok"`` or what is wrong
-    (non-finite voxels, a constant volume), the fraction of the input's variance it kept and the
-    run's held-out ``validation`` score, if given. Reads a strided subsample only."""
+    (non-finite voxels, a constant volume), the fraction of the input's variance it kept
+    (``input_std``: the input's standard deviation, e.g. its normaliser's, so the input is not
+    read again) and the run's held-out ``validation`` score, if given. Reads a strided
+    subsample of the output only."""
     from cet_monai.io import read_volume
     from cet_monai.normalize import subsample
 
@@ -189,10 +191,8 @@ def output_check(output: str, input_path: str | None = None, validation: str = "
     elif float(out.std()) == 0.0:
         problems.append("constant output")
     parts = ["; ".join(problems) if problems else "ok"]
-    if input_path is not None and not problems:
-        raw = subsample(read_volume(input_path, mmap=True)[0], 1_000_000).astype(np.float64)
-        if raw.std() > 0:
-            parts.append(f"kept {100 * out.var() / raw.var():.2g}% of the input variance")
+    if input_std and not problems:
+        parts.append(f"kept {100 * out.var() / input_std ** 2:.2g}% of the input variance")
     if validation:
         parts.append(validation)
     return "; ".join(parts)
@@ -210,11 +210,12 @@ def write_summary(path: str | os.PathLike, results: list[BatchResult]) -> Path:
     return path
 
 
-def read_summary(path: str | os.PathLike) -> list[dict]:
-    """The rows of a summary table as dicts of strings."""
+def read_summary(path: str | os.PathLike) -> list[BatchResult]:
+    """The rows of a summary table written by :func:`write_summary`."""
     lines = Path(path).read_text().splitlines()
     header = lines[0].split("\t")
-    return [dict(zip(header, line.split("\t"))) for line in lines[1:] if line]
+    rows = [dict(zip(header, line.split("\t"))) for line in lines[1:] if line]
+    return [BatchResult(**{**r, "rank": int(r["rank"]), "seconds": float(r["seconds"])}) for r in rows]
 
 
 def format_summary(results: list[BatchResult]) -> str:

@@ -25,7 +25,7 @@ from cet_monai.errors import OptionError
 
 from .preflight import as_bool
 from cet_monai.io import VolumeHeader, check_output_path, check_volume, read_volume, write_volume
-from cet_monai.io.utils import SlabwiseVolume, release_pages
+from cet_monai.io.utils import SlabwiseVolume
 from cet_monai.normalize import TomogramNormalizer
 
 from .fingerprint import volume_stem
@@ -119,10 +119,7 @@ class TomogramSource:
         self.validation_start = ny - n_val
 
     def _normalised(self, raw) -> torch.Tensor:
-        if isinstance(raw, np.ndarray) and raw.ndim == 3:  # slab by slab: a memory map is never resident whole
-            release_pages(raw)
-            return torch.from_numpy(self.normalizer.transform_slabwise(raw))[None]
-        return torch.as_tensor(np.asarray(self.normalizer.transform(raw), dtype=np.float32))[None]
+        return torch.from_numpy(self.normalizer.transform_slabwise(raw))[None]  # a memory map is never resident whole
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -231,6 +228,14 @@ class TomogramSource:
             logger.warning("checkpoint was trained on a tomogram with voxel size %s", state.get("voxel_size"))
 
 
+def _volume_of(prediction: torch.Tensor, b: int) -> np.ndarray:
+    """Tomogram ``b`` of a ``(B, 1, Z, Y, X)`` prediction as a float32 numpy array: the
+    disk-backed memmap of a slabbed inference (:class:`~cet_monai.inferers.streaming.SlabInferer`,
+    whose pages can then be released while it is written), else a view or copy of the tensor."""
+    disk = getattr(prediction, "disk_array", None)
+    return disk if disk is not None else prediction[b, 0].detach().cpu().float().numpy()
+
+
 def default_output_name(path: str | os.PathLike, suffix: str = "_denoised") -> str:
     """``tomo.mrc`` -> ``tomo_denoised.mrc`` (compound suffixes such as ``.nii.gz`` kept)."""
     p = Path(path)
@@ -261,7 +266,6 @@ class LoadTomogramd(MapTransform):
             path = str(d[key])
             raw, header = read_volume(path, mmap=True, validate=True)
             normalizer = TomogramNormalizer(*self.percentiles).fit(raw)
-            release_pages(raw)  # the pages the statistics' subsample read leave the resident set
             image = torch.from_numpy(normalizer.transform_slabwise(raw))[None]
             meta = {
                 "filename_or_obj": path,
@@ -322,26 +326,20 @@ class SaveTomogramd(MapTransform):
         for key in self.key_iterator(d):
             pred = d[key]
             mean, std = (pred["mean"], pred["std"]) if isinstance(pred, dict) else (pred, None)
-            # a slabbed inference's result is on disk (SlabInferer): read back slab by slab
-            disk_mean, disk_std = getattr(mean, "disk_array", None), getattr(std, "disk_array", None)
             for b in range(mean.shape[0]):
                 meta = {k: (v[b] if isinstance(v, (list, tuple)) and len(v) == mean.shape[0] and k != "voxel_size" else v) for k, v in metas.items()}
                 input_path = str(meta["filename_or_obj"])
                 header = meta["header"]
                 normalizer = TomogramNormalizer.from_state_dict(meta["normalizer"])
                 out_path = self.output_path(input_path)
-                if disk_mean is not None:
-                    volume = SlabwiseVolume(disk_mean, normalizer.inverse)
-                else:
-                    volume = normalizer.inverse(mean[b, 0].detach().cpu().float().numpy())
+                # written slab by slab, back on the input's scale (a slabbed result stays on disk)
+                volume = SlabwiseVolume(_volume_of(mean, b), normalizer.inverse)
                 write_volume(out_path, volume, header=header, overwrite=self.overwrite, dtype=self.dtype, inputs=[input_path])
                 self.written.append(out_path)
                 if std is not None:
                     std_path = out_path.with_name(Path(default_output_name(out_path, "_std")).name)
                     scale = float(normalizer.std)
-                    std_volume = (SlabwiseVolume(disk_std, lambda s: s * scale) if disk_std is not None
-                                  else std[b, 0].detach().cpu().float().numpy() * normalizer.std)
-                    write_volume(std_path, std_volume, header=header, overwrite=self.overwrite, dtype=self.dtype, inputs=[input_path])
+                    write_volume(std_path, SlabwiseVolume(_volume_of(std, b), lambda s: s * scale), header=header, overwrite=self.overwrite, dtype=self.dtype, inputs=[input_path])
                 if self.preview:
                     raw = source[b, 0] if source.dim() == 5 else source[0]
                     png = Path(volume_stem(out_path) + ".png")

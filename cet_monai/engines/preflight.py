@@ -15,8 +15,7 @@ from pathlib import Path
 
 from cet_monai.errors import OptionError
 
-__all__ = [
-    "as_bool", "check_bundle_command_line", "check_config_keys", "check_device", "check_patch", "check_writable_folder"]
+__all__ = ["as_bool", "check_bundle_command_line", "check_config_keys", "check_device", "check_patch", "check_writable_folder"]
 
 
 _TRUE = {"true", "yes", "on", "1"}

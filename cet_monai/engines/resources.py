@@ -98,11 +98,16 @@ def available_memory() -> int | None:
     return min(candidates) if candidates else None
 
 
-def _free(folder) -> int:
-    folder = Path(folder)
+def _existing(folder) -> Path:
+    """``folder``, or its nearest existing parent (where it would be created)."""
+    folder = Path(os.path.abspath(folder))
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    return shutil.disk_usage(folder).free
+    return folder
+
+
+def _free(folder) -> int:
+    return shutil.disk_usage(_existing(folder)).free
 
 
 def check_resources(runs: list[tuple[str, str, RunEstimate]], say=None) -> None:
@@ -118,11 +123,7 @@ def check_resources(runs: list[tuple[str, str, RunEstimate]], say=None) -> None:
     where: dict[int, str] = {}
     for _, output, est in runs:
         folder = Path(output).parent
-        folder = folder if folder.exists() else Path(os.path.abspath(folder))
-        probe = folder
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        dev = os.stat(probe).st_dev
+        dev = os.stat(_existing(folder)).st_dev
         need[dev] = need.get(dev, 0) + est.output_disk
         where[dev] = str(folder)
     for dev, nbytes in need.items():

@@ -52,11 +52,6 @@ class SlabInferer(Inferer):
         self.slab_voxels = int(slab_voxels)
         self.progress = bool(progress)
 
-    def __getattr__(self, name):  # sampler, passes, return_std... of the window inferer
-        if name == "inferer":
-            raise AttributeError(name)
-        return getattr(self.inferer, name)
-
     def slabs(self, shape) -> list[tuple[int, int, int, int]]:
         """``(read_start, read_stop, keep_start, keep_stop)`` Z ranges for a ``(Z, Y, X)`` tomogram."""
         return self.plan(shape, int(self.inferer.sliding_window.roi_size[0]), self.slab_voxels)
@@ -107,8 +102,3 @@ class SlabInferer(Inferer):
         for key, tensor in tensors.items():
             tensor.disk_array = outputs[key]  # noqa: B010 - keeps the memmap (for release_pages) with its tensor
         return tensors if len(tensors) > 1 or "std" in tensors else tensors["mean"]
-
-    @staticmethod
-    def slab_count(shape, roi_z: int, slab_voxels: int = DEFAULT_SLAB_VOXELS) -> int:
-        """How many slabs a ``(Z, Y, X)`` tomogram needs (for resource estimates)."""
-        return len(SlabInferer.plan(shape, roi_z, slab_voxels))
