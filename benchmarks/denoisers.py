@@ -52,7 +52,7 @@ BUNDLE = {
     # (fixed since in cet_monai.engines.TomogramSource.validation_items); the validation region stays
     # switched off here so the documented numbers reproduce: it trains on the whole tomogram. Early
     # stopping (patience 5 epochs) cannot act within 100 iterations (4 epochs) anyway.
-    "f2f-pool": ("fourier", {"sampling": "pool", "pool_kind": "seed", "source#validation_fraction": 0.0}),
+    "f2f-pool": ("fourier", {"sampling": "pool", "pool_kind": "masks", "source#validation_fraction": 0.0}),
     "n2n": ("n2n", {}),
 }
 

@@ -26,7 +26,6 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cet_monai.data import simulate_tomogram  # noqa: E402
-from cet_monai.engines import inferer_from_recipe  # noqa: E402
 from cet_monai.metrics import best_gaussian, psnr, ssim  # noqa: E402
 from cet_monai.workflows import denoise_with_network, train  # noqa: E402
 
@@ -53,7 +52,7 @@ def main(argv=None) -> int:
         train_s = time.perf_counter() - t0
         network = wf.parser.get_parsed_content("network")
         source = wf.parser.get_parsed_content("source")
-        recipe = wf.parser.get_parsed_content("recipe").state_dict()
+        method = wf.parser.get_parsed_content("method")
     print(f"{args.method} {overrides}: trained in {train_s:.0f} s; best Gaussian PSNR {gauss['psnr'].value:.2f} dB "
           f"(sigma {gauss['psnr'].sigma}), SSIM {gauss['ssim'].value:.3f} (sigma {gauss['ssim'].sigma})")
     print("| K | T | PSNR (dB) | SSIM | slope | s | PSNR gain over the fewest T |")
@@ -62,7 +61,7 @@ def main(argv=None) -> int:
     for k in args.versions:
         first = None
         for t in args.passes:
-            inferer = inferer_from_recipe(recipe, versions=k, passes=t, seed=args.seed)
+            inferer = method.inferer(versions=k, passes=t, seed=args.seed)
             t1 = time.perf_counter()
             out = source.normalizer.inverse(denoise_with_network(network, source.image, inferer))
             seconds = time.perf_counter() - t1

@@ -303,7 +303,7 @@ def _check_iterations(method: str, overrides: dict) -> None:
 
 def _check_save_std(method: str, overrides: dict) -> None:
     """Refuse --save-std before any training when K x T = 1 (the bundle's defaults or the options)."""
-    from cet_monai.engines.recipe import check_std_predictions
+    from cet_monai.methods import check_std_predictions
 
     defaults = _bundle_defaults(method)
     check_std_predictions(overrides.get("versions", defaults.get("versions", 1)), overrides.get("passes", defaults.get("passes", 1)))
@@ -610,15 +610,15 @@ def cmd_denoise(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from cet_monai.engines import load_recipe
+    from cet_monai.methods import load_record
     from cet_monai.workflows import predict
 
     inputs = _expand_inputs(args.inputs)
-    recipe = load_recipe(args.checkpoint)
+    record = load_record(args.checkpoint)
     extra = {k: v for k, v in (("versions", args.versions), ("passes", args.passes)) if v is not None}
     if args.device:
         extra["device"] = f"$torch.device('{args.device}')"
-    for w in predict(inputs, args.checkpoint, args.output, method=recipe["method"], overwrite=args.overwrite, save_std=args.save_std, **extra):
+    for w in predict(inputs, args.checkpoint, args.output, method=record.method.name, overwrite=args.overwrite, save_std=args.save_std, **extra):
         print(w)
     return EXIT_OK
 

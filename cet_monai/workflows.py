@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: method name -> bundle name
 METHODS = {"recorrupted": "recorrupted_denoising", "fourier": "fourier_denoising", "real": "real_denoising"}
+#: bundle whose inference.yaml runs a checkpoint of each recorded method (``cet_monai.methods``)
+INFERENCE_BUNDLES = {**METHODS, "halves": "fourier_denoising"}
 #: method name -> what a report calls it
 METHOD_TITLES = {"recorrupted": "recorrupted pairs", "fourier": "Fourier masks", "real": "real-space Bernoulli masks", "n2n": "even/odd Noise2Noise"}
 
@@ -150,11 +152,11 @@ def predict(inputs, checkpoint, output, method: str = "recorrupted", **overrides
 
     Returns the list of written paths.
     """
-    if method not in METHODS:
-        raise CetMonaiError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    if method not in INFERENCE_BUNDLES:
+        raise CetMonaiError(f"unknown method {method!r}; choose one of {sorted(INFERENCE_BUNDLES)}")
     inputs = [str(inputs)] if isinstance(inputs, (str, os.PathLike)) else [str(i) for i in inputs]
     workflow = make_workflow(
-        METHODS[method], ("inference.yaml",), "infer", inputs=inputs, checkpoint=str(checkpoint), output=str(output), **overrides
+        INFERENCE_BUNDLES[method], ("inference.yaml",), "infer", inputs=inputs, checkpoint=str(checkpoint), output=str(output), **overrides
     )
     workflow.initialize()
     workflow.run()

@@ -154,7 +154,7 @@ def test_train_then_infer_end_to_end(bundle, tmp_path, tomogram_file):
     The Fourier bundle trains on the simulated default (validation: PSNR against its clean
     reference); the real-space bundle on the MRC file (no reference: minus the masked loss on
     held-out masked pairs). Both override ``network_def#features``; the checkpoint's weights
-    and the recipe that inference rebuilds the network from must follow the override.
+    and the method record that inference rebuilds the network from must follow the override.
     """
     from cet_monai.io import read_volume
 
@@ -180,12 +180,12 @@ def test_train_then_infer_end_to_end(bundle, tmp_path, tomogram_file):
     # the override reached the trained network: first convolution features[0] x 1 x 3^3, depth = len(features)
     assert tuple(ckpt["network"]["encoders.0.0.conv.weight"].shape) == (features[0], 1, 3, 3, 3)
     assert sum(k.startswith("encoders.") and k.endswith(".0.conv.weight") for k in ckpt["network"]) == len(features)
-    assert ckpt["recipe"]["network_args"]["features"] == features
-    assert ckpt["recipe"]["method"] == METHOD[bundle]
+    assert ckpt["method"]["network_args"]["features"] == features
+    assert ckpt["method"]["method"]["name"] == METHOD[bundle]
     assert (out / "model_best.pt").is_file() and (out / "preview.png").is_file()
     assert glob.glob(str(out / "tensorboard" / "events.*"))
 
-    # MONAI's property check of the inference workflow (recipe-driven: no training config needed)
+    # MONAI's property check of the inference workflow (from the checkpoint's method record: no training config needed)
     infer = workflow(bundle, ("inference.yaml",), "infer", tomogram=str(tomogram_file), checkpoint=final_checkpoint(out))
     infer.initialize()
     assert infer.check_properties() == []
@@ -295,7 +295,7 @@ def test_multi_gpu_writers_only_on_rank_zero(bundle, rank, monkeypatch, tmp_path
         assert not any(isinstance(h, writers) for h in train_handlers) and val_handlers == []
         assert "random_states" not in parser.get_parsed_content("train#handlers")[0].load_dict
     assert len(parser.get_parsed_content("train#dataset")) == 2 * TINY["epoch_length"]  # epoch_length per rank
-    assert parser.get_parsed_content("recipe").network is parser.get_parsed_content("network_def")
+    assert parser.get_parsed_content("record").network is parser.get_parsed_content("network_def")
     assert not glob.glob(str(tmp_path / "tensorboard" / "*")) or rank == 0
 
 
@@ -314,7 +314,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     ckpt = torch.load(final_checkpoint(out), map_location="cpu", weights_only=True)
     assert ckpt["trainer"]["iteration"] == 4
     assert not any(k.startswith("module.") for k in ckpt["network"])  # the plain network, not the DDP wrapper
-    assert ckpt["recipe"]["network_class"].endswith("DropoutUNet")
+    assert ckpt["method"]["network_class"].endswith("DropoutUNet")
     # one writer: both TensorBoard event files (trainer and evaluator) come from the same process
     events = glob.glob(str(out / "tensorboard" / "events.*"))
     assert len(events) == 2 and len({Path(e).name.split(".")[-2] for e in events}) == 1

@@ -49,12 +49,12 @@ class _Source:
 
 
 def test_run_fingerprint_names_what_differs(tmp_path):
-    fp = RunFingerprint(_Source({"shape": [8, 8, 8]}), {"patch_size": [16] * 3, "recipe": {"passes": 1, "method": "fourier"}}, seed=0)
+    fp = RunFingerprint(_Source({"shape": [8, 8, 8]}), {"patch_size": [16] * 3, "method": {"passes": 1, "method": "fourier"}}, seed=0)
     state = fp.state_dict()
     fp.check(state)  # same run: no error
     # inference-only settings (T) may change between resumes
-    RunFingerprint(_Source({"shape": [8, 8, 8]}), {"patch_size": [16] * 3, "recipe": {"passes": 8, "method": "fourier"}}, seed=0).check(state)
-    other = RunFingerprint(_Source({"shape": [8, 8, 9]}), {"patch_size": [32] * 3, "recipe": {"passes": 1, "method": "fourier"}}, seed=1)
+    RunFingerprint(_Source({"shape": [8, 8, 8]}), {"patch_size": [16] * 3, "method": {"passes": 8, "method": "fourier"}}, seed=0).check(state)
+    other = RunFingerprint(_Source({"shape": [8, 8, 9]}), {"patch_size": [32] * 3, "method": {"passes": 1, "method": "fourier"}}, seed=1)
     with pytest.raises(CheckpointMismatchError) as info:
         other.check(state, tmp_path / "checkpoint_epoch=1.pt")
     msg = str(info.value)

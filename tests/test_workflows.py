@@ -34,7 +34,7 @@ def test_unknown_bundle_is_a_clear_error():
         bundle_dir("no_such_bundle")
 
 
-@pytest.mark.parametrize("pool_kind", ["seed", "split"])
+@pytest.mark.parametrize("pool_kind", ["masks", "split"])
 def test_pool_sampling_validates_without_a_reference(sim, pool_kind):
     # the pool holds the training region only: validation pairs come from the held-out region itself
     out = denoise_volume(sim.noisy, method="fourier", sampling="pool", pool_kind=pool_kind,

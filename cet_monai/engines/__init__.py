@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from monai.data import list_data_collate
 
-from .validation import NegatedLoss
-from .recipe import Recipe, inferer_from_recipe, load_recipe, network_from_recipe, sampler_from_recipe
+from .validation import NegatedLoss, by_reference
 from .fingerprint import CheckpointMismatchError, RunFingerprint, volume_stem, work_dir_for
-from .distributed import init_distributed
+from .distributed import init_distributed, resume_dict
 from .preflight import as_bool, check_bundle_command_line, check_config_keys, check_device, check_patch, check_writable_folder
-from .data import LoadTomogramd, SaveTomogramd, TomogramSource, default_output_name
+from .data import LoadTomogramd, SaveTomogramd, TomogramSource, dataset_dir_of, default_output, default_output_name, input_list
 from .handlers import (
     EarlyStopOnValidation,
     GradientClipping,
@@ -49,27 +48,27 @@ def collate_single(batch: list) -> dict:
 
 
 __all__ = [
-    "Recipe",
     "CheckpointMismatchError",
     "RunFingerprint",
     "volume_stem",
     "work_dir_for",
     "as_bool",
+    "dataset_dir_of",
+    "default_output",
     "init_distributed",
+    "input_list",
+    "resume_dict",
     "check_bundle_command_line",
     "check_config_keys",
     "check_device",
     "check_patch",
     "check_writable_folder",
-    "inferer_from_recipe",
-    "load_recipe",
-    "network_from_recipe",
-    "sampler_from_recipe",
     "collate_single",
     "EarlyStopOnValidation",
     "GradientClipping",
     "LoadTomogramd",
     "NegatedLoss",
+    "by_reference",
     "PreviewWriter",
     "RandomStates",
     "ResumeFromCheckpoint",

@@ -246,6 +246,27 @@ def default_output_name(path: str | os.PathLike, suffix: str = "_denoised") -> s
     return str(p.with_name(p.stem + suffix + p.suffix))
 
 
+def input_list(value) -> list[str]:
+    """A bundle's tomogram option as a list of paths: ``None`` or ``""`` -> ``[]``, one path -> ``[path]``."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [str(value)]
+    return [str(v) for v in value]
+
+
+def default_output(inputs, folder: str = "denoised") -> str:
+    """Where inference writes by default: ``X_denoised.mrc`` beside one input, else the folder ``folder``."""
+    inputs = input_list(inputs)
+    return default_output_name(inputs[0]) if len(inputs) == 1 else folder
+
+
+def dataset_dir_of(inputs, default: str = ".") -> str:
+    """The folder of the first input (a bundle's ``dataset_dir``), ``default`` without inputs."""
+    inputs = input_list(inputs)
+    return os.path.dirname(os.path.abspath(inputs[0])) if inputs else default
+
+
 class LoadTomogramd(MapTransform):
     """Read tomograms and normalise each with its own whole-tomogram statistics.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["init_distributed"]
+__all__ = ["init_distributed", "resume_dict"]
 
 
 def init_distributed(device: torch.device | str | None = None) -> None:
@@ -25,3 +25,9 @@ def init_distributed(device: torch.device | str | None = None) -> None:
     if device is not None and device.type == "cuda":
         torch.cuda.set_device(device)
     idist.sync()
+
+
+def resume_dict(checkpoint_dict: dict, rank: int) -> dict:
+    """What rank ``rank`` restores when a data-parallel run resumes: everything on rank 0; the
+    other ranks all but ``random_states`` (they restart their streams from seed + rank)."""
+    return dict(checkpoint_dict) if int(rank) == 0 else {k: v for k, v in checkpoint_dict.items() if k != "random_states"}

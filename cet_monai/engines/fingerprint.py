@@ -99,7 +99,7 @@ class RunFingerprint:
     Args:
         source: the run's :class:`~cet_monai.engines.TomogramSource` (its ``fingerprint()``).
         settings: the method's settings: a mapping whose values may be objects with
-            ``state_dict()`` (e.g. the :class:`~cet_monai.engines.Recipe`), plus anything else that
+            ``state_dict()`` (e.g. the :class:`~cet_monai.methods.MethodRecord`), plus anything else that
             makes two runs differ (pairing options, learning rate).
         seed: the run's random seed.
 

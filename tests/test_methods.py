@@ -1,0 +1,180 @@
+"""Methods as settings classes: validation, the record a checkpoint stores, bundles that only wire."""
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cet_monai.errors import CetMonaiError
+from cet_monai.methods import (
+    METHODS,
+    EvenOddHalves,
+    FourierMasks,
+    MethodRecord,
+    RealSpaceBernoulli,
+    RecorruptedPairs,
+    load_record,
+    method_from_dict,
+)
+from cet_monai.networks import DropoutUNet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Source:
+    """What a method reads of a TomogramSource: the normalised image and the training region."""
+
+    def __init__(self, image: torch.Tensor) -> None:
+        self.image = image
+        self.has_reference = False
+
+    def training_region(self) -> torch.Tensor:
+        return self.image
+
+
+@pytest.fixture(scope="module")
+def source():
+    g = torch.Generator().manual_seed(0)
+    z = torch.arange(32.0)
+    signal = torch.sin(z / 3.0)[:, None, None] * torch.cos(z / 5.0)[None, :, None] * torch.ones(1, 1, 32)
+    return _Source((signal + 0.5 * torch.randn(32, 32, 32, generator=g))[None])
+
+
+def _methods():
+    patch = (16, 16, 16)
+    return [
+        RecorruptedPairs(patch_size=patch, margin=4, versions=2, spectrum_block=16),
+        FourierMasks(patch_size=patch, margin=4, versions=2),
+        FourierMasks(patch_size=patch, margin=4, versions=2, sampling="patch"),
+        FourierMasks(patch_size=patch, versions=2, sampling="split", split_on="tomogram", pool_size=4),
+        RealSpaceBernoulli(patch_size=patch, versions=2, passes=2),
+        EvenOddHalves(patch_size=patch),
+    ]
+
+
+def test_every_method_is_registered_under_its_name():
+    assert set(METHODS) == {"recorrupted", "fourier", "real", "halves"}
+    for name, cls in METHODS.items():
+        assert cls.name == name and dataclasses.is_dataclass(cls)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            cls().versions = 3
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_record_round_trip_rebuilds_the_same_inference(index, source, tmp_path):
+    """to_dict -> checkpoint -> load_record gives the same method and, run, the same output."""
+    method = _methods()[index].fitted_to(source, seed=0)
+    net = DropoutUNet(spatial_dims=3, in_channels=1, out_channels=1, features=(4, 8, 8), dropout=0.2 if method.passes else 0.0,
+                      norm=None, cpu_bfloat16=False)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"network": net.state_dict(), "method": MethodRecord(method, net).state_dict()}, path)
+    record = load_record(path)
+    again = record.method
+    assert type(again) is type(method) and again == method  # every setting (the spectrum is compared below)
+    rebuilt = record.build_network()
+    rebuilt.load_state_dict(torch.load(path, weights_only=True)["network"])
+    outs = []
+    for m, n in ((method, net), (again, rebuilt)):
+        n.eval()
+        with torch.no_grad():
+            outs.append(m.inferer(seed=3)(source.image[None], n))
+    a, b = (o["mean"] if isinstance(o, dict) else o for o in outs)
+    # bit for bit, except that a checkpoint keeps the noise spectrum in float32 (last-bit differences)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6 if method.name == "recorrupted" else 0.0)
+    assert float(a.std()) > 0
+
+
+def test_recorrupted_method_estimates_its_spectrum_once(source):
+    method = RecorruptedPairs(patch_size=(16, 16, 16), spectrum_block=16)
+    assert method.spectrum is None
+    with pytest.raises(CetMonaiError, match="fitted_to"):
+        method.sampler()
+    fitted = method.fitted_to(source)
+    assert fitted.spectrum is not None and fitted.fitted_to(source) is fitted
+    pair = fitted.training_pairing()
+    pair.set_random_state(seed=0)
+    out = pair({"image": source.image[:, :24, :24, :24]})
+    out = out[0] if isinstance(out, list) else out
+    assert out["image"].shape == out["label"].shape and not torch.equal(out["image"], out["label"])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: FourierMasks(sampling="pools"), "sampling must be one of"),
+        (lambda: FourierMasks(pool_kind="seed"), "renamed: use pool_kind masks"),
+        (lambda: FourierMasks(keep_prob=0.0), "keep_prob"),
+        (lambda: FourierMasks(tilt_range=120), "tilt_range"),
+        (lambda: RecorruptedPairs(alpha=0), "alpha"),
+        (lambda: RecorruptedPairs(spectrum_quantile=1.0), "spectrum_quantile"),
+        (lambda: RealSpaceBernoulli(versions=0), "versions"),
+        (lambda: RealSpaceBernoulli(patch_size=(16, 16)), "3 edges"),
+        (lambda: RealSpaceBernoulli(passes=-1), "passes"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_setting_named(make, message):
+    with pytest.raises(CetMonaiError, match=message):
+        make()
+
+
+def test_unknown_recorded_settings_and_methods_are_refused():
+    with pytest.raises(CetMonaiError, match=r"pool_kindd \(did you mean pool_kind\?\)"):
+        method_from_dict({"name": "fourier", "pool_kindd": "split"})
+    with pytest.raises(CetMonaiError, match="unknown denoising method 'wiener'"):
+        method_from_dict({"name": "wiener"})
+
+
+def test_old_checkpoints_name_what_replaced_their_recipe(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"network": {}, "recipe": {"method": "fourier"}}, path)
+    with pytest.raises(CetMonaiError, match="'recipe' entry was replaced by 'method'"):
+        load_record(path)
+    torch.save({"network": {}}, path)
+    with pytest.raises(CetMonaiError, match="holds no method record"):
+        load_record(path)
+
+
+def test_fourier_pairings_build_what_their_settings_say(source):
+    per_patch = FourierMasks(patch_size=(16, 16, 16), margin=4)
+    assert not per_patch.uses_pool and per_patch.patch_margin == 4 and per_patch.pool(source) is None
+    whole = FourierMasks(split_on="tomogram", pool_size=3, margin=4)
+    assert whole.whole_split and whole.uses_pool and whole.patch_margin == 0
+    assert type(whole.inferer()).__name__ == "FourierSplitInferer"
+    assert type(whole.inferer(slab_voxels=10)).__name__ == "FourierSplitInferer"  # never slabbed: it needs the whole FFT
+    assert type(per_patch.inferer(slab_voxels=10)).__name__ == "SlabInferer"
+    pool = FourierMasks(sampling="pool", pool_kind="masks", pool_size=3)
+    assert pool.masks == "seed" and not pool.whole_split and len(pool.pool(source, seed=0)) == 3
+
+
+def _dollar_strings(node):
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _dollar_strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _dollar_strings(value)
+    elif isinstance(node, str) and node.startswith("$"):
+        yield node
+
+
+def test_bundles_hold_no_conditionals_except_the_device_choice():
+    offending = []
+    for path in sorted((ROOT / "bundles").glob("*/configs/*.yaml")):
+        for expr in _dollar_strings(yaml.safe_load(path.read_text())):
+            if re.search(r"\bif\b.*\belse\b", expr) and "cuda" not in expr:
+                offending.append(f"{path.relative_to(ROOT)}: {expr}")
+    assert offending == []
+
+
+def test_each_denoising_bundle_names_its_method_once():
+    for bundle, name in (("recorrupted_denoising", "recorrupted"), ("fourier_denoising", "fourier"), ("real_denoising", "real")):
+        config = yaml.safe_load((ROOT / "bundles" / bundle / "configs" / "train.yaml").read_text())
+        target = config["method_def"]["_target_"]
+        assert METHODS[name].__name__ == target.rsplit(".", 1)[1]
+        settings = set(config["method_def"]) - {"_target_"}
+        assert settings == set(METHODS[name].settings()), bundle  # every setting wired, none invented
+    halves = yaml.safe_load((ROOT / "bundles" / "fourier_denoising" / "configs" / "halves.yaml").read_text())
+    assert halves["method_def"]["_target_"].endswith("EvenOddHalves")
