@@ -63,3 +63,52 @@ def test_denoise_refuses_a_full_disk_before_training(tmp_path, monkeypatch, caps
     assert main(["denoise", str(tomo), "-o", str(tmp_path / "t_d.mrc"), "--iterations", "2", "--set", "epoch_length=2"]) == 2
     assert "the disk has" in capsys.readouterr().err
     assert not list((tmp_path / "t_d_run").glob("checkpoint*"))
+
+
+def _saved_bytes_of_a_real_step(net, x):
+    """Bytes of the distinct storages autograd saves for one real forward (CPU)."""
+    import torch
+
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storages.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(x)
+    return sum(storages.values())
+
+
+def test_training_gpu_estimate_counts_what_autograd_really_saves():
+    """The meta-device count equals the activations a real CPU step saves, plus 16 bytes per
+    parameter, twice the largest layer output and the fixed slack; it grows with the batch."""
+    import torch
+
+    from cet_monai.networks import DropoutUNet
+
+    net = DropoutUNet(features=(4, 8, 16), dropout=0.2, norm="batch").train()
+    x = torch.randn(2, 1, 16, 16, 16)
+    real = _saved_bytes_of_a_real_step(net, x)
+    params = sum(p.numel() for p in net.parameters())
+    est = resources.training_gpu_bytes(net, 2, (16, 16, 16))
+    largest = 2 * 8 * 16**3 * 4  # at least: a full-resolution 8-channel decoder output of the batch
+    assert real + 16 * params + resources.GPU_SLACK_BYTES + 2 * largest <= est <= real * 1.05 + 16 * params + resources.GPU_SLACK_BYTES + 2 * 4 * real
+    double = resources.training_gpu_bytes(net, 4, (16, 16, 16))
+    assert double - resources.GPU_SLACK_BYTES - 16 * params == pytest.approx(2 * (est - resources.GPU_SLACK_BYTES - 16 * params), rel=0.03)  # per-channel statistics do not grow
+    assert next(net.parameters()).device.type == "cpu"  # the network itself is not moved
+
+
+def test_a_training_step_that_cannot_fit_on_the_gpu_is_refused_naming_the_settings(monkeypatch):
+    import torch
+
+    from cet_monai.networks import DropoutUNet
+
+    net = DropoutUNet(features=(4, 8), dropout=0.0)
+    resources.check_gpu_memory(net, "cpu", 4, (16, 16, 16))  # other devices: nothing to check
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100 * 2**20, 80 * GIB))
+    with pytest.raises(OptionError, match=r"patches_per_item.*--patch-size.*--device cpu"):
+        resources.check_gpu_memory(net, "cuda:0", 4, (16, 16, 16))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (70 * GIB, 80 * GIB))
+    resources.check_gpu_memory(net, "cuda:0", 4, (16, 16, 16))

@@ -8,6 +8,7 @@ from .validation import NegatedLoss, by_reference
 from .fingerprint import CheckpointMismatchError, RunFingerprint, volume_stem, work_dir_for
 from .distributed import init_distributed, resume_dict
 from .preflight import as_bool, check_bundle_command_line, check_config_keys, check_device, check_patch, check_writable_folder
+from .resources import check_gpu_memory
 from .data import LoadTomogramd, SaveTomogramd, TomogramSource, dataset_dir_of, default_output, default_output_name, input_list
 from .handlers import (
     EarlyStopOnValidation,
@@ -60,6 +61,7 @@ __all__ = [
     "resume_dict",
     "check_bundle_command_line",
     "check_config_keys",
+    "check_gpu_memory",
     "check_device",
     "check_patch",
     "check_writable_folder",

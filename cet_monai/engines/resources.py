@@ -14,6 +14,15 @@ weight maps, 8 bytes per voxel of one slab (12 with the standard deviation) for 
 at most ``slab_voxels`` voxels, else of one slab
 (:class:`~cet_monai.inferers.streaming.SlabInferer`). The constants were measured with
 ``benchmarks/large_tomogram.py`` on the 2-core CPU (see ``docs/benchmarks.md``).
+
+GPU memory of training (:func:`training_gpu_bytes`, checked by :func:`check_gpu_memory` in the
+denoising bundles' ``initialize``, before the first step): the network's weights, gradients and
+Adam's two moments (16 bytes per parameter) plus the activations autograd saves for one batch,
+counted by running the network on PyTorch's ``meta`` device (no memory, no arithmetic) under a
+saved-tensors hook, plus twice the largest layer output (the backward pass's working set) and a
+fixed allowance for cuDNN workspaces and allocator rounding. Activations are counted in float32;
+bfloat16 autocast saves some of them at half the size, so on CUDA the estimate errs high.
+Inference needs no check: it halves its batch on an out-of-memory error and goes on.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from pathlib import Path
 
 from cet_monai.errors import OptionError
 
-__all__ = ["RunEstimate", "estimate_run", "available_memory", "check_resources"]
+__all__ = ["RunEstimate", "estimate_run", "available_memory", "check_resources", "training_gpu_bytes", "check_gpu_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +45,8 @@ GIB = 2**30
 BASE_BYTES = int(0.65 * GIB)
 #: per stitched voxel: output and weight maps, the padded window input, the slab's copy
 STITCH_BYTES_PER_VOXEL = 12
+#: GPU: cuDNN workspaces, allocator rounding and the optimiser's temporaries (bytes), an allowance
+GPU_SLACK_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -142,3 +153,55 @@ def check_resources(runs: list[tuple[str, str, RunEstimate]], say=None) -> None:
     if available is not None and largest[2].memory > available:
         say(f"warning: {largest[0]} needs {largest[2].describe()}, but only {available / GIB:.1f} GiB of memory is available; "
             "the run may be killed (free memory first, or use a machine with more)")
+
+
+def training_gpu_bytes(network, batch: int, patch_size, in_channels: int = 1) -> int:
+    """Bytes of accelerator memory one training step of ``batch`` patches of ``patch_size``
+    (Z, Y, X) voxels needs (module docstring). The network is copied to the ``meta`` device; the
+    original is not touched."""
+    import copy
+
+    import torch
+
+    size = [int(patch_size)] * 3 if isinstance(patch_size, int) else [int(v) for v in patch_size]
+    meta = copy.deepcopy(network).to("meta").train()
+    params = sum(p.numel() * 4 for p in meta.parameters())
+    saved: dict[int, int] = {}
+    largest = [0]
+
+    def pack(t):
+        saved.setdefault(id(t), t.numel() * t.element_size())
+        return t
+
+    def track(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel() * output.element_size())
+
+    hooks = [m.register_forward_hook(track) for m in meta.modules()]
+    try:
+        x = torch.empty([int(batch), int(in_channels)] + size, device="meta")
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            meta(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return 4 * params + sum(saved.values()) + 2 * largest[0] + GPU_SLACK_BYTES
+
+
+def check_gpu_memory(network, device, batch: int, patch_size) -> None:
+    """Refuse (:class:`OptionError`) a CUDA training run whose step cannot fit in the device's
+    free memory, naming the settings that lower it; a no-op on other devices."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return
+    need = training_gpu_bytes(network, batch, patch_size)
+    free, total = torch.cuda.mem_get_info(device)
+    logger.info("training on %s needs about %s of its %s free", device, _size(need), _size(free))
+    if need > free:
+        size = "x".join(str(int(v)) for v in ([patch_size] * 3 if isinstance(patch_size, int) else patch_size))
+        raise OptionError(f"{device}: a training step of {batch} patches of {size} voxels needs about {_size(need)} of GPU memory "
+                          f"and {_size(free)} of {_size(total)} is free; lower the patches per step (--set patches_per_item=N), "
+                          "the patch (--patch-size), the network (--set network_def#features=...), or use --device cpu "
+                          "(nothing was started)")
