@@ -9,11 +9,17 @@ entry of the same K, so "within 0.1 dB of the plateau" can be read off.
 
     python benchmarks/dropout_averaging.py --method fourier --set network_def#dropout=0.3
     python benchmarks/dropout_averaging.py --method real --passes 1 2 4 --versions 1 4 8
+    python benchmarks/dropout_averaging.py --set sampling=pool --vary pool_inference=whole,windows
+
+``--vary KEY=V1,V2``: the same trained network inferred with each value of one method setting
+(``dataclasses.replace`` of the trained method: pool_inference, or margin, the context around each
+window that per-window masks are drawn on).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -35,6 +41,7 @@ def main(argv=None) -> int:
     p.add_argument("--method", default="fourier", choices=["fourier", "real", "recorrupted"])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="bundle override (VALUE as YAML), e.g. network_def#dropout=0.3")
+    p.add_argument("--vary", default=None, metavar="KEY=V1,V2", help="infer with each value of one method setting")
     p.add_argument("--versions", type=int, nargs="+", default=[1, 2, 4, 8], help="K values")
     p.add_argument("--passes", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="T values")
     p.add_argument("--snr", type=float, default=0.05)
@@ -55,21 +62,24 @@ def main(argv=None) -> int:
         method = wf.parser.get_parsed_content("method")
     print(f"{args.method} {overrides}: trained in {train_s:.0f} s; best Gaussian PSNR {gauss['psnr'].value:.2f} dB "
           f"(sigma {gauss['psnr'].sigma}), SSIM {gauss['ssim'].value:.3f} (sigma {gauss['ssim'].sigma})")
-    print("| K | T | PSNR (dB) | SSIM | slope | s | PSNR gain over the fewest T |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    key, values = (args.vary.split("=", 1)[0], [yaml.safe_load(v) for v in args.vary.split("=", 1)[1].split(",")]) if args.vary else (None, [None])
+    print(f"| {key or 'method'} | K | T | PSNR (dB) | SSIM | slope | s | PSNR gain over the fewest T |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     clean = sim.clean.astype(np.float64)
-    for k in args.versions:
-        first = None
-        for t in args.passes:
-            inferer = method.inferer(versions=k, passes=t, seed=args.seed)
-            t1 = time.perf_counter()
-            out = source.normalizer.inverse(denoise_with_network(network, source.image, inferer))
-            seconds = time.perf_counter() - t1
-            value = psnr(out, sim.clean)
-            first = value if first is None else first
-            o = out.astype(np.float64) - out.mean()
-            slope = float((o * (clean - clean.mean())).sum() / (o * o).sum())
-            print(f"| {k} | {t} | {value:.2f} | {ssim(out, sim.clean):.3f} | {slope:.2f} | {seconds:.0f} | {value - first:+.2f} |", flush=True)
+    for value in values:
+        variant = method if key is None else dataclasses.replace(method, **{key: value})
+        for k in args.versions:
+            first = None
+            for t in args.passes:
+                inferer = variant.inferer(versions=k, passes=t, seed=args.seed)
+                t1 = time.perf_counter()
+                out = source.normalizer.inverse(denoise_with_network(network, source.image, inferer))
+                seconds = time.perf_counter() - t1
+                db = psnr(out, sim.clean)
+                first = db if first is None else first
+                o = out.astype(np.float64) - out.mean()
+                slope = float((o * (clean - clean.mean())).sum() / (o * o).sum())
+                print(f"| {value if key else args.method} | {k} | {t} | {db:.2f} | {ssim(out, sim.clean):.3f} | {slope:.2f} | {seconds:.0f} | {db - first:+.2f} |", flush=True)
     return 0
 
 

@@ -235,3 +235,85 @@ def test_bernoulli_block_fourier_masks_keep_the_intensity_scale():
 
     assert slope(plain) > 1.3  # attenuated: the input is ~1.6 times the plain mean
     assert 0.9 < slope(estimate) < 1.1
+
+
+class _WindowRecorder(nn.Module):
+    """Identity that keeps every batch of windows it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return x
+
+
+def test_window_context_pads_the_windows_and_crops_them_back():
+    """A sampler with context c gets windows of roi + 2c made of real neighbouring voxels; the
+    stitched result of an identity network is the input itself (no margin voxel leaks in)."""
+    from cet_monai.inferers import IdentitySampler
+
+    class Context(IdentitySampler):
+        context = 4
+
+    x = torch.randn(1, 1, 20, 24, 28, generator=torch.Generator().manual_seed(0))
+    net = _WindowRecorder()
+    out = MCDropoutInferer(roi_size=8, sampler=Context(), passes=0, overlap=0.0, sw_batch_size=1)(x, net)
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
+    assert {tuple(w.shape[-3:]) for w in net.seen} == {(16, 16, 16)}
+    padded = torch.nn.functional.pad(x, (4,) * 6, mode="reflect")
+    torch.testing.assert_close(net.seen[0][0], padded[0, :, :16, :16, :16])  # the first window, margin included
+
+
+def test_fourier_pool_inference_reads_whole_tomogram_members():
+    """Pool inference denoises K whole-tomogram masked copies (the family the pool trained on):
+    every window the network sees is a crop of one member irfft(F w_k) with w_k drawn on the whole
+    tomogram's spectrum, not masks drawn on the window's own spectrum."""
+    from cet_monai.methods import FourierMasks
+    from cet_monai.transforms.fourier import FFT_DIMS
+
+    method = FourierMasks(sampling="pool", versions=2, passes=0, patch_size=(16, 16, 16))
+    x = torch.randn(1, 1, 24, 32, 32, generator=torch.Generator().manual_seed(0))
+    inferer = method.inferer(overlap=0.0, sw_batch_size=1)
+    net = _WindowRecorder()
+    inferer(x, net)
+    spec = torch.fft.rfftn(x[0], dim=FFT_DIMS)
+    members = [torch.fft.irfftn(spec * w, s=x.shape[-3:], dim=FFT_DIMS) for w in inferer.members(x.shape[-3:])]
+    assert len(members) == 2 and len(net.seen) == 2 * 2 * 2 * 2  # K members x 8 windows of 16^3 (the 24 edge: 2)
+    starts = [(z, y, xx) for z in (0, 8) for y in (0, 16) for xx in (0, 16)]
+    for window in net.seen:
+        crops = [m[:, z:z + 16, y:y + 16, xx:xx + 16] for m in members for z, y, xx in starts]
+        assert min(float((window[0] - c).abs().max()) for c in crops) < 1e-4
+    # per-window masks (the measured option) see other inputs
+    windows = FourierMasks(sampling="pool", pool_inference="windows", versions=2, passes=0, patch_size=(16, 16, 16))
+    other = _WindowRecorder()
+    windows.inferer(overlap=0.0, sw_batch_size=1)(x, other)
+    assert all(tuple(w.shape[-3:]) == (32, 32, 32) for w in other.seen)  # window + the training margin
+
+
+def test_fourier_pool_inference_keeps_the_intensity_scale():
+    """Identity network: the mean of K whole-tomogram masked copies, divided by E[w], is the input
+    (slope without a fit ~1; the plain mean would be ~0.6 of it)."""
+    from cet_monai.inferers import FourierPoolInferer, IdentitySampler
+
+    x = torch.randn(1, 1, 40, 48, 56, generator=torch.Generator().manual_seed(2))
+    window = MCDropoutInferer(roi_size=(40, 48, 56), sampler=IdentitySampler(), passes=0)
+    out = FourierPoolInferer(window, num_versions=64, seed=3)(x, nn.Identity())
+    assert float((out * x).sum() / (x * x).sum()) == pytest.approx(1.0, abs=0.03)
+
+
+def test_pool_std_is_the_spread_over_all_versions_and_passes():
+    """--save-std of a whole-tomogram inferer: the std over the K x T predictions (here the K
+    member inputs, T = 1), not the mean of each member's spread over its passes (0 here)."""
+    from cet_monai.inferers import FourierPoolInferer, IdentitySampler
+
+    x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(4))
+    window = MCDropoutInferer(roi_size=16, sampler=IdentitySampler(), passes=0, return_std=True)
+    inferer = FourierPoolInferer(window, num_versions=3, seed=5)
+    out = inferer(x, nn.Identity())
+    from cet_monai.transforms.fourier import FFT_DIMS
+
+    spec = torch.fft.rfftn(x[0], dim=FFT_DIMS)
+    members = torch.stack([torch.fft.irfftn(spec * w, s=(16, 16, 16), dim=FFT_DIMS) for w in inferer.members((16, 16, 16))])
+    torch.testing.assert_close(out["std"][0], members.std(dim=0, unbiased=False), atol=1e-5, rtol=1e-4)

@@ -2,13 +2,16 @@
 
 from .dropout import DropoutPassState, is_dropout, mc_dropout
 from .mc_inferer import IdentitySampler, MCDropoutInferer, WindowSampler, is_out_of_memory
+from .pool import FourierPoolInferer, VersionMoments
 from .split import FourierSplitInferer
 
 __all__ = [
     "DropoutPassState",
+    "FourierPoolInferer",
     "FourierSplitInferer",
     "IdentitySampler",
     "MCDropoutInferer",
+    "VersionMoments",
     "WindowSampler",
     "is_dropout",
     "is_out_of_memory",

@@ -35,6 +35,10 @@ class WindowSampler:
     """
 
     num_versions: int = 1
+    #: voxels of the tomogram around each window that the versions are made on (then cropped):
+    #: masks applied to a window's spectrum wrap around its edges, so a sampler whose training
+    #: pairs were made on margin-padded patches asks for the same margin here (0: the window only).
+    context: int = 0
     #: ``True``: every input version gets its own thinned network (Self2Self's
     #: ``z = 1/N sum_n f_theta_n(b_n * x)``): the inferer draws ``N = K * T`` versions and sends
     #: version ``n`` through dropout pass ``n`` only. ``False``: the ``K`` versions share the
@@ -90,6 +94,13 @@ class MCDropoutInferer(Inferer):
             stitched output is accumulated on (default: the input's, e.g. CPU while windows go
             to the GPU).
         progress: a tqdm progress bar over windows.
+
+    A sampler with ``context = c > 0`` gets windows of ``roi_size + 2c``: the input is padded by
+    ``c`` (reflection), the windows overlap by ``overlap`` of ``roi_size + 2c``, each prediction
+    is weighted by the blending map of ``roi_size`` on its central part and ~0 (1e-3 of the map's
+    smallest weight) on its margin, and the padding is cropped from the result. Every voxel is
+    then estimated from windows in which it lies ``c`` or more voxels from the edge (for overlaps of
+    at least ``2c / (roi + 2c)``, 1/3 for 32 + 2 x 8; a smaller ``overlap`` is raised to it).
     """
 
     def __init__(
@@ -117,8 +128,13 @@ class MCDropoutInferer(Inferer):
         self.seed = int(seed)
         self.return_std = _flag(return_std, "return_std / save_std")
         self.window_transform = window_transform
+        self.context = int(getattr(self.sampler, "context", 0))
+        roi = [int(roi_size)] * 3 if isinstance(roi_size, int) else [int(r) for r in roi_size]
+        if self.context:  # at least 2c / (roi + 2c), so the windows' centres tile the tomogram
+            overlaps = [float(overlap)] * 3 if isinstance(overlap, (int, float)) else [float(o) for o in overlap]
+            overlap = [max(o, 2 * self.context / (r + 2 * self.context)) for o, r in zip(overlaps, roi)]
         self.sliding_window = SlidingWindowInferer(
-            roi_size=roi_size,
+            roi_size=[r + 2 * self.context for r in roi],
             sw_batch_size=sw_batch_size,
             overlap=overlap,
             mode=mode,
@@ -126,6 +142,8 @@ class MCDropoutInferer(Inferer):
             device=device,
             progress=_flag(progress, "progress"),
         )
+        if self.context:
+            self.sliding_window.roi_weight_map = _margin_weight_map(roi, self.context, mode)
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs):
         """Denoise ``inputs`` (B, C, Z, Y, X); returns the estimate, or ``{"mean", "std"}``."""
@@ -175,7 +193,14 @@ class MCDropoutInferer(Inferer):
                         return {"mean": estimate, "std": preds.float().std(dim=(0, 1), unbiased=False)}
                     return estimate
 
-                return self.sliding_window(inputs, predictor)
+                if not self.context:
+                    return self.sliding_window(inputs, predictor)
+                c = self.context
+                mode = "reflect" if min(inputs.shape[2:]) > c else "replicate"
+                padded = torch.nn.functional.pad(torch.as_tensor(inputs).float(), (c,) * 6, mode=mode)
+                out = self.sliding_window(padded, predictor)
+                crop = (Ellipsis, slice(c, -c), slice(c, -c), slice(c, -c))
+                return {k: v[crop] for k, v in out.items()} if isinstance(out, dict) else out[crop]
         finally:
             network.train(training)
 
@@ -200,6 +225,16 @@ class MCDropoutInferer(Inferer):
                 continue
             start = stop
         return torch.cat(outputs, dim=0)
+
+
+def _margin_weight_map(roi: Sequence[int], context: int, mode: str) -> torch.Tensor:
+    """(1, 1, *roi + 2 context) blending weights: ``mode``'s map on the centre, ~0 on the margin."""
+    from monai.data.utils import compute_importance_map
+
+    inner = compute_importance_map(tuple(roi), mode=mode, sigma_scale=0.125).float()
+    full = torch.full([r + 2 * context for r in roi], float(inner.min()) * 1e-3)
+    full[context:-context, context:-context, context:-context] = inner
+    return full[None, None]
 
 
 def _flag(value, name: str) -> bool:

@@ -25,6 +25,7 @@ from monai.inferers import Inferer
 from cet_monai.transforms.fourier import FFT_DIMS, measured_mask, shared_lowpass_mask, split_fourier_mask, split_scales, split_weights
 
 from .mc_inferer import IdentitySampler, MCDropoutInferer
+from .pool import VersionMoments
 
 __all__ = ["FourierSplitInferer"]
 
@@ -89,15 +90,14 @@ class FourierSplitInferer(Inferer):
         num = torch.zeros_like(spec)
         count = torch.zeros(spec.shape[-3:], device=x.device)
         plain = torch.zeros_like(spec)
-        std_sum = None
+        moments = VersionMoments()  # only for the spread over the K x T predictions
         for _ in range(self.num_versions):
             m = split_fourier_mask(rng, shape, self.keep_prob, self.split_block_size, x.device)
             w_in, _ = split_weights(m, measured, self.keep_prob, self.scaling, self.keep_dc, shared=shared)
             version = torch.fft.irfftn(spec * w_in, s=shape, dim=FFT_DIMS)[None]
             pred = self.window_inferer(version, network, *args, **kwargs)
             if isinstance(pred, dict):
-                std_sum = pred["std"] if std_sum is None else std_sum + pred["std"]
-                pred = pred["mean"]
+                pred = moments.add(pred)
             p_spec = torch.fft.rfftn(pred[0].to(x.device).float(), dim=FFT_DIMS)
             plain += p_spec
             seen = m & measured if measured is not None else m.clone()
@@ -118,6 +118,5 @@ class FourierSplitInferer(Inferer):
             merged = torch.where(shared, plain, merged)
             scale = torch.where(shared, torch.ones_like(scale), scale)
         out = torch.fft.irfftn(merged * scale, s=shape, dim=FFT_DIMS)[None]
-        if std_sum is not None:
-            return {"mean": out, "std": std_sum / self.num_versions}
-        return out
+        std = moments.std() if moments.count else None
+        return out if std is None else {"mean": out, "std": std}

@@ -12,7 +12,10 @@ Three pairings, chosen by ``sampling`` (and ``split_on``):
 * ``patch``: Bernoulli blocks of ``block_scale`` coefficients with a kept low-frequency ball and
   random sign flips (probability ``flip_prob``), drawn per patch; ``pool``: a pool of such
   masked whole-tomogram copies (``pool_kind: split`` = split on tomogram). Inference: K masked
-  versions x T dropout passes per window.
+  versions x T dropout passes; per-patch masks are drawn on each window plus the training margin
+  (the same block size and no wrap-around), a pool's as K whole-tomogram members of the family it
+  was trained on (:class:`~cet_monai.inferers.FourierPoolInferer`, never per slab), or with
+  ``pool_inference: windows`` per window (measured in ``docs/denoising.md``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class FourierMasks(DenoisingMethod):
         shared_lowpass: fraction of the coefficients (a low-frequency ball) given to both halves of a split.
         pool_kind: ``pool`` only: ``masks`` (Bernoulli blocks and flips) or ``split``.
         pool_size: members of a whole-tomogram pool.
+        pool_inference: ``pool`` with ``masks`` only: ``whole`` (K whole-tomogram masked copies,
+            default) or ``windows`` (masks drawn on each window plus margin).
         tilt_range: degrees; the missing wedge left out of split masks (``None``: none).
         keep_prob: probability that a coefficient (block) is kept.
         flip_prob: probability of a sign flip per block (Bernoulli masks only).
@@ -52,6 +57,7 @@ class FourierMasks(DenoisingMethod):
     shared_lowpass: float = 0.02
     pool_kind: str = "masks"
     pool_size: int = 40
+    pool_inference: str = "whole"
     tilt_range: float | None = 60.0
     keep_prob: float = 0.5
     flip_prob: float = 0.1
@@ -67,6 +73,8 @@ class FourierMasks(DenoisingMethod):
             raise CetMonaiError("pool_kind 'seed' was renamed: use pool_kind masks (Bernoulli blocks with sign flips)")
         if self.pool_kind not in ("masks", "split"):
             raise CetMonaiError(f"pool_kind must be masks or split, got {self.pool_kind!r}")
+        if self.pool_inference not in ("whole", "windows"):
+            raise CetMonaiError(f"pool_inference must be whole or windows, got {self.pool_inference!r}")
         object.__setattr__(self, "shared_lowpass", float(self.shared_lowpass))
         if not 0.0 <= self.shared_lowpass < 1.0:
             raise CetMonaiError(f"shared_lowpass must be in [0, 1), got {self.shared_lowpass}")
@@ -85,6 +93,11 @@ class FourierMasks(DenoisingMethod):
     def whole_split(self) -> bool:
         """Complementary splits of the whole tomogram (trained from a pool, inferred whole)."""
         return (self.sampling == "split" and self.split_on == "tomogram") or (self.sampling == "pool" and self.pool_kind == "split")
+
+    @property
+    def whole_pool(self) -> bool:
+        """A Bernoulli-mask pool inferred from whole-tomogram members (:class:`~cet_monai.inferers.FourierPoolInferer`)."""
+        return self.sampling == "pool" and self.pool_kind == "masks" and self.pool_inference == "whole"
 
     @property
     def uses_pool(self) -> bool:
@@ -127,10 +140,12 @@ class FourierMasks(DenoisingMethod):
         from cet_monai.inferers import IdentitySampler
         from cet_monai.inferers.samplers import FourierSampler
 
-        if self.whole_split:
-            return IdentitySampler()  # the versions are whole-tomogram splits (FourierSplitInferer)
-        return FourierSampler(num_versions=self.versions if num_versions is None else int(num_versions), masks=self.masks,
-                              **self._mask_options())
+        if self.whole_split or self.whole_pool:
+            return IdentitySampler()  # the versions are whole-tomogram copies (FourierSplitInferer / FourierPoolInferer)
+        sampler = FourierSampler(num_versions=self.versions if num_versions is None else int(num_versions), masks=self.masks,
+                                 **self._mask_options())
+        sampler.context = self.margin  # masks on the window plus the training margin, as on the training patches
+        return sampler
 
     def _split_inferer(self, window, num_versions: int, seed: int = 0):
         from cet_monai.inferers import FourierSplitInferer
@@ -138,11 +153,21 @@ class FourierMasks(DenoisingMethod):
         return FourierSplitInferer(window, num_versions=int(num_versions), keep_prob=self.keep_prob, tilt_range_deg=self.tilt_range,
                                    shared_lowpass=self.shared_lowpass, seed=seed)
 
+    def _pool_inferer(self, window, num_versions: int, seed: int = 0):
+        from cet_monai.inferers import FourierPoolInferer
+
+        return FourierPoolInferer(window, num_versions=int(num_versions), keep_prob=self.keep_prob, block_scale=self.block_scale,
+                                  flip_prob=self.flip_prob, seed=seed)
+
+    def _whole_inferer(self, window, num_versions: int, seed: int = 0):
+        make = self._split_inferer if self.whole_split else self._pool_inferer
+        return make(window, num_versions, seed=seed)
+
     def inferer(self, *, versions: int | None = None, passes: int | None = None, overlap: float = 0.5, sw_batch_size: int = 2,
                 return_std: bool = False, sw_device=None, device=None, progress: bool = False, seed: int = 0,
                 slab_voxels: int | None = None):
-        """As :meth:`DenoisingMethod.inferer`; a whole-tomogram split needs the whole FFT and is never slabbed."""
-        if not self.whole_split:
+        """As :meth:`DenoisingMethod.inferer`; whole-tomogram splits and pool members need the whole FFT: never slabbed."""
+        if not (self.whole_split or self.whole_pool):
             return super().inferer(versions=versions, passes=passes, overlap=overlap, sw_batch_size=sw_batch_size, return_std=return_std,
                                    sw_device=sw_device, device=device, progress=progress, seed=seed, slab_voxels=slab_voxels)
         from cet_monai.methods.base import check_std_predictions
@@ -152,8 +177,8 @@ class FourierMasks(DenoisingMethod):
         k = self.versions if versions is None else int(versions)
         if return_std:
             check_std_predictions(k, window.passes)
-        return self._split_inferer(window, k, seed=seed)
+        return self._whole_inferer(window, k, seed=seed)
 
     def reference_inferer(self):
         window = self.window_inferer(passes=min(self.passes, 2), sw_batch_size=4, overlap=0.25)
-        return self._split_inferer(window, min(self.versions, 2)) if self.whole_split else window
+        return self._whole_inferer(window, min(self.versions, 2)) if self.whole_split or self.whole_pool else window
