@@ -3,8 +3,10 @@
 A refactor must not change what users get: this run's output is compared with the pinned one
 in ``tests/data/default_output_pin.npz``. On the machine kind it was pinned on (same torch
 version, same CPU kernel family, same thread count) the comparison is bit for bit; elsewhere
-float kernels differ in their last bits, so it is ``allclose`` at 1e-4 of the output's range
-(float32 arithmetic is pinned: CPUs with native bfloat16 use it by default, the others do not;
+float kernels differ in their last bits, so it is ``allclose`` at 2 % of the output's range: the
+default network's batch normalisation over 4 small patches amplifies last-bit differences to
+0.3 % of the range within the 4 steps (measured: 1 against 2 threads), while a changed default
+moves the output by the order of its range (float32 arithmetic is pinned: CPUs with native bfloat16 use it by default, the others do not;
 an intended change of the default re-pins it in the same commit:
 ``python tests/test_default_output_pin.py --repin``).
 """
@@ -43,7 +45,7 @@ def test_default_output_is_unchanged(tmp_path):
         np.testing.assert_array_equal(out, pin["output"])
     else:
         span = float(pin["output"].max() - pin["output"].min())
-        np.testing.assert_allclose(out, pin["output"], rtol=0, atol=1e-4 * span)
+        np.testing.assert_allclose(out, pin["output"], rtol=0, atol=2e-2 * span)
 
 
 if __name__ == "__main__" and "--repin" in sys.argv:
