@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start training afresh even if checkpoints exist (they are moved to a superseded_* subfolder)")
     p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
                    help="processes sharing the tomograms, one model per tomogram (default 1; torchrun: leave out)")
+    p.add_argument("--ignore-memory-estimate", action="store_true",
+                   help="run even when the estimated peak memory (said before any work) exceeds the memory available "
+                        "(MemAvailable, or a cgroup's limit); by default such a run is refused")
     _add_training_options(p)
 
     p = sub.add_parser("predict", formatter_class=_formatter, help="denoise with an already trained checkpoint",
@@ -396,7 +399,7 @@ def _check_resources(args, todo, shapes) -> None:
     from cet_monai.engines.resources import check_resources, estimate_run
 
     runs = [(i.input, i.output, estimate_run(shapes[i.input], save_std=args.save_std)) for i in todo]
-    check_resources(runs, say=_say)
+    check_resources(runs, say=_say, refuse_memory=not getattr(args, "ignore_memory_estimate", False))
     if runs and (len(runs) <= 3 or args.verbose):
         for path, _, est in runs:
             _say(f"{path}: {'x'.join(map(str, shapes[path]))} voxels; {est.describe()}")

@@ -35,15 +35,32 @@ def test_outputs_that_do_not_fit_are_refused_before_any_work(tmp_path, monkeypat
         check_resources([("a.mrc", str(tmp_path / "a_d.mrc"), est), ("b.mrc", str(tmp_path / "b_d.mrc"), est)])
 
 
-def test_too_little_memory_is_said(tmp_path, monkeypatch):
+def test_too_little_memory_is_refused_unless_ignored(tmp_path, monkeypatch):
+    run = [("big.mrc", str(tmp_path / "big_d.mrc"), estimate_run((1000, 512, 512)))]
     said = []
     monkeypatch.setattr(resources, "available_memory", lambda: 1 * GIB)
-    check_resources([("big.mrc", str(tmp_path / "big_d.mrc"), estimate_run((1000, 512, 512)))], say=said.append)
+    with pytest.raises(OptionError, match=r"big.mrc needs .* only 1.0 GiB .*--ignore-memory-estimate"):
+        check_resources(run, say=said.append)
+    check_resources(run, say=said.append, refuse_memory=False)
     assert len(said) == 1 and "big.mrc" in said[0] and "available" in said[0]
     monkeypatch.setattr(resources, "available_memory", lambda: 100 * GIB)
     said.clear()
-    check_resources([("big.mrc", str(tmp_path / "big_d.mrc"), estimate_run((1000, 512, 512)))], say=said.append)
+    check_resources(run, say=said.append)
     assert said == []
+
+
+def test_the_command_line_refuses_a_run_that_cannot_fit_in_memory(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from cet_monai.cli import EXIT_USAGE, main
+    from cet_monai.io import write_volume
+
+    write_volume(tmp_path / "t.mrc", np.random.default_rng(0).normal(size=(16, 32, 32)).astype(np.float32), voxel_size=10.0)
+    monkeypatch.setattr(resources, "available_memory", lambda: 2**20)
+    assert main(["denoise", str(tmp_path / "t.mrc"), "-o", str(tmp_path / "t_d.mrc"), "--iterations", "2", "--patch-size", "16"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--ignore-memory-estimate" in err and "Traceback" not in err
+    assert not (tmp_path / "t_d.mrc").exists() and not list(tmp_path.glob("t_d_run/*.pt"))  # refused before any work
 
 
 def test_available_memory_reads_this_machine():

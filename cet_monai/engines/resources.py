@@ -4,8 +4,8 @@ A run that dies after hours for want of disk, or is killed by a cluster for memo
 hours. :func:`estimate_run` gives, for one ``(Z, Y, X)`` tomogram, the peak resident memory of
 ``cet-monai denoise`` (training, then inference) and the disk its outputs and its scratch space
 take; :func:`check_resources` compares them with what the machine has (free disk of each
-folder, available memory, a cgroup's limit when there is one), refuses a run that cannot fit on
-disk and warns when the memory estimate exceeds what is available.
+folder, available memory, a cgroup's limit when there is one) and refuses a run that cannot fit
+on disk or in memory (the latter can be overridden: the estimate is a model).
 
 The memory model is linear in the voxels ``V`` with a constant (libraries, the noise-spectrum
 estimator, network and batch): ``constant + 4 V`` (the normalised float32 copy the patches and
@@ -121,12 +121,13 @@ def _free(folder) -> int:
     return shutil.disk_usage(_existing(folder)).free
 
 
-def check_resources(runs: list[tuple[str, str, RunEstimate]], say=None) -> None:
+def check_resources(runs: list[tuple[str, str, RunEstimate]], say=None, refuse_memory: bool = True) -> None:
     """``runs``: (input, output file, estimate). Refuse (:class:`OptionError`) when the outputs
     of all runs do not fit on their disks or the largest scratch space does not fit in
-    ``$TMPDIR``; warn through ``say`` when the largest memory estimate exceeds the available
-    memory. Runs one after another: memory and scratch are those of the largest run, output
-    disk adds up."""
+    ``$TMPDIR``; refuse too when the largest memory estimate exceeds the available memory (a run
+    the kernel or the cluster would kill after hours), or with ``refuse_memory=False`` only warn
+    through ``say`` (``cet-monai denoise --ignore-memory-estimate``). Runs one after another:
+    memory and scratch are those of the largest run, output disk adds up."""
     say = say or logger.warning
     if not runs:
         return
@@ -151,8 +152,11 @@ def check_resources(runs: list[tuple[str, str, RunEstimate]], say=None) -> None:
     largest = max(runs, key=lambda r: r[2].memory)
     available = available_memory()
     if available is not None and largest[2].memory > available:
-        say(f"warning: {largest[0]} needs {largest[2].describe()}, but only {available / GIB:.1f} GiB of memory is available; "
-            "the run may be killed (free memory first, or use a machine with more)")
+        message = f"{largest[0]} needs {largest[2].describe()}, but only {available / GIB:.1f} GiB of memory is available"
+        if refuse_memory:
+            raise OptionError(f"{message}; free memory or use a machine with more, or run anyway with --ignore-memory-estimate "
+                              "(the estimate is a measured linear model, docs/benchmarks.md; nothing was started)")
+        say(f"warning: {message}; the run may be killed")
 
 
 def training_gpu_bytes(network, batch: int, patch_size, in_channels: int = 1) -> int:
