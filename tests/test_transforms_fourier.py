@@ -353,3 +353,27 @@ def test_gpu_stays_on_gpu_and_matches_cpu():
     assert v.inputs.device.type == "cuda" and v.input_masks.device.type == "cuda"
     out = combine_split_predictions(v.inputs, v.input_masks, v.target_scale)
     assert out.device.type == "cuda"
+
+
+@pytest.mark.parametrize("name", ["RandBernoulliMask", "RandFourierPair", "RandTomogramPatchd"])
+def test_plain_monai_compose_randomize_skips_instead_of_crashing(name):
+    """MONAI's Compose.randomize(data) passes the data to every transform's randomize and skips,
+    with a warning, those raising TypeError; ours take a shape, so data is a TypeError (it was a
+    ValueError, which crashed the Compose), and the Compose still runs."""
+    import warnings
+
+    from monai.transforms import Compose
+
+    import cet_monai.transforms as T
+
+    x = torch.randn(1, 24, 24, 24)
+    transform = T.RandTomogramPatchd(keys="image", patch_size=[8, 8, 8]) if name == "RandTomogramPatchd" else getattr(T, name)()
+    data = {"image": x} if name == "RandTomogramPatchd" else x
+    compose = Compose([transform])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compose.randomize(data)
+    assert any("not randomized" in str(w.message) for w in caught)
+    with pytest.raises(TypeError, match="spatial shape"):
+        transform.randomize(x if name != "RandTomogramPatchd" else (x, None))
+    assert compose(data) is not None

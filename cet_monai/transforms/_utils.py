@@ -24,6 +24,22 @@ RNG = Union[np.random.RandomState, torch.Generator]
 BERNOULLI_RESOLUTION = 65536
 
 
+def spatial_shape_argument(value, owner: str) -> tuple[int, ...]:
+    """``value`` as a spatial shape (a sequence of ints), for the array transforms' ``randomize``.
+
+    MONAI's ``Compose.randomize(data)`` calls every transform's ``randomize`` with the *data*
+    and skips (with a warning) those that raise ``TypeError``; these transforms take a shape
+    instead and draw when called, so anything else is a ``TypeError``, not a crash.
+    """
+    if isinstance(value, (torch.Tensor, np.ndarray, dict)) or not isinstance(value, Sequence) or isinstance(value, str):
+        raise TypeError(f"{owner}.randomize takes a spatial shape (Z, Y, X), got {type(value).__name__}; "
+                        "it draws its own masks when called")
+    try:
+        return tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{owner}.randomize takes a spatial shape (Z, Y, X), got {value!r}") from None
+
+
 def as_rng(rng: RNG | int | None) -> RNG:
     """An int or None becomes a ``numpy.random.RandomState``; generators pass through."""
     if isinstance(rng, (np.random.RandomState, torch.Generator)):

@@ -18,7 +18,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.transforms.traits import MultiSampleTrait
 from monai.utils import TransformBackends
 
-from ._utils import RNG, as_rng, block_bool, check_prob, rand_bool, rand_uniform, to_tensor, wrap_like
+from ._utils import RNG, as_rng, block_bool, check_prob, rand_bool, rand_uniform, spatial_shape_argument, to_tensor, wrap_like
 
 __all__ = [
     "bernoulli_mask",
@@ -96,6 +96,7 @@ class RandBernoulliMask(RandomizableTransform, MultiSampleTrait):
 
     def randomize(self, spatial_shape: Sequence[int], num_samples: int = 1) -> None:  # type: ignore[override]
         """Decide whether to apply (``prob``) and draw ``num_samples`` keep-masks ``(Z, Y, X)``."""
+        spatial_shape = spatial_shape_argument(spatial_shape, type(self).__name__)
         super().randomize(None)
         if not self._do_transform:
             self._masks = None

@@ -76,6 +76,7 @@ from ._utils import (
     rand_bool,
     rand_bool_np,
     rand_uniform,
+    spatial_shape_argument,
     spatial_tuple,
     to_tensor,
     wrap_like,
@@ -560,6 +561,7 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
 
         ``spatial_shape`` is the shape the masks live on: the patch WITH its margin.
         """
+        spatial_shape = spatial_shape_argument(spatial_shape, type(self).__name__)
         super().randomize(None)
         if not self._do_transform:
             self._draws = None

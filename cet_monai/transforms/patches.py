@@ -32,7 +32,7 @@ from monai.transforms import MapTransform, Randomizable
 from monai.transforms.traits import MultiSampleTrait
 from monai.utils import TransformBackends
 
-from ._utils import spatial_tuple, wrap_like
+from ._utils import spatial_shape_argument, spatial_tuple, wrap_like
 
 __all__ = ["RandTomogramPatchd", "tiling_positions", "PATCH_START_KEY", "PATCH_MARGIN_KEY", "PATCH_SIZE_KEY"]
 
@@ -168,9 +168,15 @@ class RandTomogramPatchd(Randomizable, MapTransform, MultiSampleTrait):
         return [pos[i] for i in order]
 
     def randomize(self, data=None) -> None:  # type: ignore[override]
-        """Pop ``num_samples`` positions (``data`` = (spatial shape, mask or None))."""
+        """Pop ``num_samples`` positions (``data`` = (spatial shape, mask or None)).
+
+        Anything else (MONAI's ``Compose.randomize(data)`` passes the data) is a ``TypeError``,
+        which ``Compose`` skips with a warning: the positions are drawn when the transform is called.
+        """
+        if not (isinstance(data, (tuple, list)) and len(data) == 2):
+            raise TypeError(f"{type(self).__name__}.randomize takes (spatial shape, mask or None), got {type(data).__name__}")
         shape, mask = data
-        shape = tuple(int(s) for s in shape)
+        shape = spatial_shape_argument(shape, type(self).__name__)
         if self._queue_shape != shape:
             self._queue, self._queue_shape = [], shape
         self._positions = []
