@@ -23,3 +23,23 @@ def test_one_ddp_step_equals_a_single_process_step_on_the_union_of_the_batches(t
     assert r["different_patches"]  # each rank's transforms are seeded with seed + rank
     assert r["max_weight_change"] > 1e-3  # the step moved the weights...
     assert r["max_weight_difference"] < 1e-4 * r["max_weight_change"]  # ...exactly as one process on both batches
+
+
+def test_batch_normalisation_is_synchronised_across_ranks_on_cuda_only():
+    """multi_gpu_train.yaml wraps the network with engines.sync_batchnorm: on CUDA its batch
+    normalisation becomes SyncBatchNorm (same parameters, so checkpoints load into the plain
+    class); on the CPU the network is left as it is (SyncBatchNorm computes on CUDA only)."""
+    import torch
+
+    from cet_monai.engines import sync_batchnorm
+    from cet_monai.networks import DropoutUNet
+
+    net = DropoutUNet(features=(4, 8), norm="batch")
+    assert sync_batchnorm(net, "cpu") is net
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    synced = sync_batchnorm(net, "cuda:0")  # the conversion itself needs no GPU
+    kinds = {type(m) for m in synced.modules()}
+    assert torch.nn.SyncBatchNorm in kinds and torch.nn.BatchNorm3d not in kinds
+    plain = DropoutUNet(features=(4, 8), norm="batch")
+    plain.load_state_dict(synced.state_dict())
+    assert all(torch.equal(plain.state_dict()[k], v) for k, v in weights.items())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["init_distributed", "resume_dict"]
+__all__ = ["init_distributed", "resume_dict", "sync_batchnorm"]
 
 
 def init_distributed(device: torch.device | str | None = None) -> None:
@@ -31,3 +31,14 @@ def resume_dict(checkpoint_dict: dict, rank: int) -> dict:
     """What rank ``rank`` restores when a data-parallel run resumes: everything on rank 0; the
     other ranks all but ``random_states`` (they restart their streams from seed + rank)."""
     return dict(checkpoint_dict) if int(rank) == 0 else {k: v for k, v in checkpoint_dict.items() if k != "random_states"}
+
+
+def sync_batchnorm(network: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+    """On CUDA, batch normalisation layers become :class:`torch.nn.SyncBatchNorm` (statistics
+    over all ranks' batches, so a step equals one process's step on their union); elsewhere the
+    network is returned as it is (SyncBatchNorm computes on CUDA only: on CPU/gloo each rank
+    normalises with its own batch's statistics). The conversion is in place for the children
+    and keeps the parameters and buffers, so checkpoints of ``network`` load into the plain class."""
+    if torch.device(device).type != "cuda":
+        return network
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
