@@ -196,8 +196,8 @@ class MCDropoutInferer(Inferer):
                 if not self.context:
                     return self.sliding_window(inputs, predictor)
                 c = self.context
-                mode = "reflect" if min(inputs.shape[2:]) > c else "replicate"
-                padded = torch.nn.functional.pad(torch.as_tensor(inputs).float(), (c,) * 6, mode=mode)
+                pad_mode = "reflect" if min(inputs.shape[2:]) > c else "replicate"
+                padded = torch.nn.functional.pad(torch.as_tensor(inputs).float(), (c,) * 6, mode=pad_mode)
                 out = self.sliding_window(padded, predictor)
                 crop = (Ellipsis, slice(c, -c), slice(c, -c), slice(c, -c))
                 return {k: v[crop] for k, v in out.items()} if isinstance(out, dict) else out[crop]

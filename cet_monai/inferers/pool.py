@@ -3,9 +3,10 @@
 A network trained on a :class:`~cet_monai.transforms.FourierSamplePool` of Bernoulli-block
 masks (``kind="seed"``: ``x_s = irfft(F * w_s)``, ``w_s = clip(ball + blocks, 1) * sign``, drawn
 on the whole tomogram's spectrum) has only ever seen crops of whole-tomogram masked copies: their
-blocks are ``shape / block_scale`` coefficients wide for the *tomogram's* shape, and the speckle
-each mask leaves reaches across the whole volume. Masks drawn on each 32^3 window's own spectrum
-are another family (coarser blocks, a periodic window, no margin). So inference draws ``K``
+blocks are ``block_scale`` coefficients of the *tomogram's* spectrum (1/8 to 1/16 of a
+64x128x128 band), and the speckle each mask leaves reaches across the whole volume. Masks drawn on
+each window's own spectrum are another family (the same 8 coefficients span a quarter to a sixth
+of a 32-48 voxel window's band: coarser in frequency; a periodic window). So inference draws ``K``
 members of the training family on the whole tomogram and denoises each through the same
 ``T`` thinned networks, the described estimate
 

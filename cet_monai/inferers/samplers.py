@@ -63,14 +63,18 @@ class FourierSampler(WindowSampler):
         num_versions: K.
         masks: ``"split"`` (complementary split, input half) or ``"seed"`` (seed masks).
         restrict: split only: combine each prediction on the frequencies its input did not see.
+        context: voxels of the tomogram around each window that the masks are drawn on (then
+            cropped: :attr:`WindowSampler.context`); the training margin, so inference sees the
+            block size and the edges training saw.
         mask_options: keyword arguments of :func:`~cet_monai.transforms.fourier_versions`
             (``keep_prob``, ``tilt_range_deg``, ``scaling``, ...), as used in training.
     """
 
-    def __init__(self, num_versions: int = 4, masks: str = "split", restrict: bool = True, **mask_options):
+    def __init__(self, num_versions: int = 4, masks: str = "split", restrict: bool = True, context: int = 0, **mask_options):
         if masks not in ("split", "seed"):
             raise ValueError(f"masks must be 'split' or 'seed', got {masks!r}")
-        self.config = {"num_versions": int(num_versions), "masks": masks, "restrict": restrict, **mask_options}
+        self.context = int(context)
+        self.config = {"num_versions": int(num_versions), "masks": masks, "restrict": restrict, "context": self.context, **mask_options}
         self.num_versions = int(num_versions)
         self.masks = masks
         self.restrict = restrict

@@ -118,5 +118,5 @@ class FourierSplitInferer(Inferer):
             merged = torch.where(shared, plain, merged)
             scale = torch.where(shared, torch.ones_like(scale), scale)
         out = torch.fft.irfftn(merged * scale, s=shape, dim=FFT_DIMS)[None]
-        std = moments.std() if moments.count else None
+        std = moments.std()
         return out if std is None else {"mean": out, "std": std}

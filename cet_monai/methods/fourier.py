@@ -100,6 +100,11 @@ class FourierMasks(DenoisingMethod):
         return self.sampling == "pool" and self.pool_kind == "masks" and self.pool_inference == "whole"
 
     @property
+    def whole_tomogram(self) -> bool:
+        """Inferred from whole-tomogram versions (splits or pool members), never per window or slab."""
+        return self.whole_split or self.whole_pool
+
+    @property
     def uses_pool(self) -> bool:
         return self.sampling == "pool" or self.whole_split
 
@@ -140,12 +145,10 @@ class FourierMasks(DenoisingMethod):
         from cet_monai.inferers import IdentitySampler
         from cet_monai.inferers.samplers import FourierSampler
 
-        if self.whole_split or self.whole_pool:
+        if self.whole_tomogram:
             return IdentitySampler()  # the versions are whole-tomogram copies (FourierSplitInferer / FourierPoolInferer)
-        sampler = FourierSampler(num_versions=self.versions if num_versions is None else int(num_versions), masks=self.masks,
-                                 **self._mask_options())
-        sampler.context = self.margin  # masks on the window plus the training margin, as on the training patches
-        return sampler
+        return FourierSampler(num_versions=self.versions if num_versions is None else int(num_versions), masks=self.masks,
+                              context=self.margin, **self._mask_options())
 
     def _split_inferer(self, window, num_versions: int, seed: int = 0):
         from cet_monai.inferers import FourierSplitInferer
@@ -167,7 +170,7 @@ class FourierMasks(DenoisingMethod):
                 return_std: bool = False, sw_device=None, device=None, progress: bool = False, seed: int = 0,
                 slab_voxels: int | None = None):
         """As :meth:`DenoisingMethod.inferer`; whole-tomogram splits and pool members need the whole FFT: never slabbed."""
-        if not (self.whole_split or self.whole_pool):
+        if not self.whole_tomogram:
             return super().inferer(versions=versions, passes=passes, overlap=overlap, sw_batch_size=sw_batch_size, return_std=return_std,
                                    sw_device=sw_device, device=device, progress=progress, seed=seed, slab_voxels=slab_voxels)
         from cet_monai.methods.base import check_std_predictions
@@ -181,4 +184,4 @@ class FourierMasks(DenoisingMethod):
 
     def reference_inferer(self):
         window = self.window_inferer(passes=min(self.passes, 2), sw_batch_size=4, overlap=0.25)
-        return self._whole_inferer(window, min(self.versions, 2)) if self.whole_split or self.whole_pool else window
+        return self._whole_inferer(window, min(self.versions, 2)) if self.whole_tomogram else window

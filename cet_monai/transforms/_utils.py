@@ -31,7 +31,7 @@ def spatial_shape_argument(value, owner: str) -> tuple[int, ...]:
     and skips (with a warning) those that raise ``TypeError``; these transforms take a shape
     instead and draw when called, so anything else is a ``TypeError``, not a crash.
     """
-    if isinstance(value, (torch.Tensor, np.ndarray, dict)) or not isinstance(value, Sequence) or isinstance(value, str):
+    if not isinstance(value, Sequence) or isinstance(value, str):  # tensors, arrays and dicts are no Sequence
         raise TypeError(f"{owner}.randomize takes a spatial shape (Z, Y, X), got {type(value).__name__}; "
                         "it draws its own masks when called")
     try:
