@@ -33,6 +33,8 @@ __all__ = [
     "fourier_shell_correlation",
     "fsc_resolution",
     "best_gaussian",
+    "gaussian_risk",
+    "gaussian_by_noise_spectrum",
     "GaussianBaseline",
     "FittedQualityMetric",
 ]
@@ -162,6 +164,66 @@ def best_gaussian(noisy, ref, sigmas=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5,
             if name not in best or value > best[name].value:
                 best[name] = GaussianBaseline(name, float(sigma), value, filtered.astype(np.float32))
     return best
+
+
+def gaussian_risk(noisy, spectrum, sigmas) -> dict[float, float]:
+    """Estimated mean squared error per voxel of a Gaussian filter of ``noisy`` at each sigma
+    (voxels), from the noise power spectrum alone (no clean reference).
+
+    For a filter with transfer function ``H(k)`` (that of ``scipy.ndimage.gaussian_filter``, about
+    ``exp(-2 pi^2 sigma^2 |k|^2)``) and noise of
+    spectrum ``P`` (:class:`cet_monai.noise_spectrum.NoiseSpectrum`, per voxel), the expected error
+    at frequency ``k`` is ``|1 - H|^2 |X|^2 + |H|^2 P`` and ``|Y|^2 - P`` is an unbiased estimate of
+    ``|X|^2`` (Stein's unbiased risk estimate for a linear filter with coloured noise). The
+    held-out Fourier check cannot choose sigma: a linear filter is diagonal in Fourier space and
+    scores zero there.
+    """
+    y = _as_f64(noisy)
+    n = y.size
+    power = np.abs(np.fft.rfftn(y)) ** 2 / n
+    p = spectrum.on_grid(y.shape, rfft=True).astype(np.float64)
+    # rfft half spectrum: interior X columns stand for two coefficients
+    weight = np.full(power.shape, 2.0)
+    weight[..., 0] = 1.0
+    if y.shape[2] % 2 == 0:
+        weight[..., -1] = 1.0
+    risk = {}
+    for sigma in sigmas:
+        h = _gaussian_transfer(y.shape, float(sigma))
+        risk[float(sigma)] = float((weight * ((1.0 - h) ** 2 * (power - p) + h * h * p)).sum() / n)
+    return risk
+
+
+def _gaussian_transfer(shape, sigma: float) -> np.ndarray:
+    """Transfer function (rfft grid of ``shape``) of ``scipy.ndimage.gaussian_filter(x, sigma)``
+    with periodic boundaries: the DFT of its sampled, truncated kernel per axis. Below sigma ~1
+    the continuous ``exp(-2 pi^2 sigma^2 k^2)`` is far from the sampled kernel's response."""
+    axes = []
+    for i, n in enumerate(shape):
+        delta = np.zeros(n)
+        delta[0] = 1.0
+        kernel = ndimage.gaussian_filter1d(delta, sigma, mode="wrap")
+        t = np.fft.rfft(kernel).real if i == len(shape) - 1 else np.fft.fft(kernel).real
+        axes.append(t)
+    return axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+
+
+def gaussian_by_noise_spectrum(noisy, spectrum=None, sigmas=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0)):
+    """The Gaussian filter of ``noisy`` whose sigma minimises :func:`gaussian_risk`: a Gaussian
+    baseline a user can run (no clean reference). ``spectrum`` defaults to
+    :func:`cet_monai.noise_spectrum.estimate_noise_spectrum` of ``noisy``.
+
+    Returns:
+        a :class:`GaussianBaseline` with ``metric="risk"`` and ``value`` the estimated error.
+    """
+    if spectrum is None:
+        from cet_monai.noise_spectrum import estimate_noise_spectrum
+
+        spectrum = estimate_noise_spectrum(noisy)
+    risk = gaussian_risk(noisy, spectrum, sigmas)
+    sigma = min(risk, key=risk.get)
+    filtered = ndimage.gaussian_filter(_as_f64(noisy), sigma).astype(np.float32)
+    return GaussianBaseline("risk", sigma, risk[sigma], filtered)
 
 
 class FittedQualityMetric(CumulativeIterationMetric):

@@ -75,3 +75,25 @@ def test_fsc_resolution_interpolates_crossing():
     # crossing 0.5 between 0.02 (0.8) and 0.03 (0.4): f = 0.0275
     assert fsc_resolution(freq, fsc, 0.5) == pytest.approx(1 / 0.0275)
     assert fsc_resolution(freq, np.ones(4), 0.5) == pytest.approx(25.0)
+
+
+def test_gaussian_risk_estimates_the_error_without_the_clean_volume():
+    from scipy import ndimage
+
+    from cet_monai.metrics import gaussian_by_noise_spectrum, gaussian_risk
+    from cet_monai.noise_spectrum import NoiseSpectrum
+
+    rng = np.random.default_rng(3)
+    clean = ndimage.gaussian_filter(rng.standard_normal((32, 48, 48)), 2.5, mode="wrap")
+    clean *= 1.0 / clean.std()
+    noisy = clean + 0.8 * rng.standard_normal(clean.shape)
+    white = NoiseSpectrum(np.full((8, 8, 8), 0.64))
+    sigmas = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+    risk = gaussian_risk(noisy, white, sigmas)
+    true = {s: float(((ndimage.gaussian_filter(noisy, s, mode="wrap") - clean) ** 2).mean()) for s in sigmas}
+    for s in sigmas:
+        assert risk[s] == pytest.approx(true[s], rel=0.1), (s, risk[s], true[s])
+    best = gaussian_by_noise_spectrum(noisy, white, sigmas)
+    assert best.metric == "risk" and best.sigma == min(true, key=true.get)
+    # a spectrum that is much too low (noise taken for signal) picks a smaller sigma
+    assert gaussian_by_noise_spectrum(noisy, white.scaled(0.05), sigmas).sigma < best.sigma

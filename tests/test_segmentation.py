@@ -268,11 +268,14 @@ def test_experiment_runs_end_to_end_at_tiny_size(tmp_path, monkeypatch):
     settings = exp.SIZES["tiny"]
     assert settings.shape == (32, 32, 32) and settings.kinds == ("raw",)
     res = exp.run_experiment(settings, tmp_path / "e", device="cpu")
-    for name in ("runs.csv", "inputs.csv", "summary.csv", "summary.md", "dice_vs_patches.png", "experiment.json"):
+    for name in ("runs.csv", "inputs.csv", "blocks.csv", "summary.csv", "paired.csv", "summary.md",
+                 "dice_vs_patches.png", "experiment.json"):
         assert (tmp_path / "e" / name).is_file(), name
-    assert len(res["runs"]) == 1 and res["runs"][0]["kind"] == "raw"
-    assert 0.0 <= float(res["runs"][0]["dice"]) <= 1.0
-    assert "| raw |" in res["tables"] and "Verdict" in res["tables"]
+    # both protocols; the raw input's raw-trained row is the same network on the same input
+    assert [(r["protocol"], r["kind"]) for r in res["runs"]] == [("denoised", "raw"), ("raw_trained", "raw")]
+    assert res["runs"][0]["dice"] == res["runs"][1]["dice"]
+    assert (tmp_path / "e" / "cache" / "seed0" / "net_raw_N1.pt").is_file()
+    assert "| raw |" in res["tables"] and "Verdict" in res["tables"] and "trained on raw" in res["tables"]
     again = exp.run_experiment(settings, tmp_path / "e", device="cpu")  # resumes: nothing left to do
     assert again["runs"] == res["runs"]
     with pytest.raises(CetMonaiError, match="other settings.*iterations"):
@@ -280,12 +283,15 @@ def test_experiment_runs_end_to_end_at_tiny_size(tmp_path, monkeypatch):
     # a grown grid resumes the same experiment: the raw row is kept, the new kind is added
     grown = exp.run_experiment(settings.with_overrides(kinds=("gaussian",), denoise_overrides={"iterations": 5}),
                                tmp_path / "e", device="cpu")
-    assert [r["kind"] for r in grown["runs"]] == ["raw", "gaussian"] and grown["runs"][0] == res["runs"][0]
+    assert [r["kind"] for r in grown["runs"]] == ["raw", "raw", "gaussian", "gaussian"]
+    assert grown["runs"][0] == res["runs"][0]
     assert grown["settings"].kinds == ("raw", "gaussian")
     assert grown["settings"].denoise_overrides == settings.denoise_overrides  # no denoiser kind in this run
-    assert "| best Gaussian |" in grown["tables"] and "| raw |" in grown["tables"]
+    assert f"| {exp.KIND_LABELS['gaussian']} |" in grown["tables"] and "| raw |" in grown["tables"]
 
-    monkeypatch.setattr(exp, "denoiser_status", lambda: (False, "not importable"))
+    import cet_monai.segmentation.inputs as inputs
+
+    monkeypatch.setattr(inputs, "denoiser_status", lambda: (False, "not importable"))
     kinds, unavailable = exp.input_kinds(settings.with_overrides(kinds=("raw", "gaussian", "f2f", "n2n")))
     assert list(kinds) == ["raw", "gaussian"] and set(unavailable) == {"f2f", "n2n"}
 
@@ -295,10 +301,13 @@ def test_merge_experiments_run_in_parallel(tmp_path):
     a = exp.run_experiment(settings, tmp_path / "a", device="cpu")
     b = exp.run_experiment(settings.with_overrides(kinds=("gaussian",)), tmp_path / "b", device="cpu")
     merged = exp.merge_experiments([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
-    assert [r["kind"] for r in merged["runs"]] == ["raw", "gaussian"]
+    assert [(r["protocol"], r["kind"]) for r in merged["runs"]] == [
+        ("denoised", "raw"), ("denoised", "gaussian"), ("raw_trained", "raw"), ("raw_trained", "gaussian")]
     assert merged["runs"][0]["dice"] == a["runs"][0]["dice"] and merged["runs"][1]["dice"] == b["runs"][0]["dice"]
     assert merged["settings"].kinds == ("raw", "gaussian")
-    assert "| best Gaussian |" in (tmp_path / "m" / "summary.md").read_text()
+    assert f"| {exp.KIND_LABELS['gaussian']} |" in (tmp_path / "m" / "summary.md").read_text()
+    n_blocks = len(exp._read_csv(tmp_path / "a" / "blocks.csv")) + len(exp._read_csv(tmp_path / "b" / "blocks.csv"))
+    assert len(exp._read_csv(tmp_path / "m" / "blocks.csv")) == n_blocks > 0
     assert (tmp_path / "m" / "dice_vs_patches.png").is_file()
     with pytest.raises(CetMonaiError, match="not empty"):
         exp.merge_experiments([tmp_path / "a"], tmp_path / "m")
@@ -342,4 +351,70 @@ def test_inconclusive_when_raw_is_no_better_than_background():
     # a cell with fewer seeds than planned says so
     partial = [r for r in runs if not (r["kind"] == "gaussian" and r["seed"] == 2)]
     table = exp.format_tables(exp.summarize(partial, []), settings.with_overrides(seeds=(0, 1, 2)))
-    assert "| best Gaussian | 0.600 +- 0.000 (2 seeds) |" in table and "| raw | 0.400 +- 0.000 |" in table
+    assert f"| {exp.KIND_LABELS['gaussian']} | 0.600 +- 0.000 (2 seeds) |" in table and "| raw | 0.400 +- 0.000 |" in table
+
+
+def test_experiment_with_a_real_denoiser_on_an_easy_setting(tmp_path):
+    """The recorrupted default denoiser (tiny budget) through the whole experiment: its test input
+    is better than raw, and a segmentation trained on either input finds the membranes."""
+    settings = exp.ExperimentSettings(
+        size="tiny", setting="easy", shape=(32, 64, 64), simulation_mode="fast", n_train_tomograms=1, patch_size=32,
+        n_patches=(4,), seeds=(0,), kinds=("raw", "recorrupted"), iterations=40, batch_size=2, features=(4, 8, 16),
+        test_block=16, gaussian_sigmas=(1.0,),
+        denoise_overrides={"recorrupted": {"iterations": 20, "epoch_length": 10, "versions": 2}})
+    res = exp.run_experiment(settings, tmp_path / "e", device="cpu")
+    psnr = {r["kind"]: r["psnr"] for r in res["inputs"]}
+    assert psnr["recorrupted"] > psnr["raw"] + 1.0
+    dice = {(r["protocol"], r["kind"]): r["dice"] for r in res["runs"]}
+    assert set(dice) == {(p, k) for p in exp.PROTOCOLS for k in ("raw", "recorrupted")}
+    assert min(dice.values()) > 0.5
+    paired = {(r["protocol"], r["kind"]): r for r in res["summary"]["paired"]}
+    assert paired["denoised", "recorrupted"]["blocks"] > 3
+    assert paired["denoised", "recorrupted"]["block_diff_low"] <= paired["denoised", "recorrupted"]["block_diff_mean"]
+    # the exported table: one row per run with the input's PSNR
+    out = tmp_path / "results.csv"
+    counts = exp.export_results([tmp_path / "e"], out, tmp_path / "blocks.csv")
+    rows = exp._read_csv(out)
+    assert counts["rows"] == len(rows) == 4 and {r["setting"] for r in rows} == {"easy"}
+    assert {r["kind"]: r["input_psnr"] for r in rows} == psnr
+
+
+def test_simulation_settings():
+    from cet_monai.segmentation.scenes import SIMULATION_SETTINGS, SimulationSetting, simulation_setting
+
+    with pytest.raises(CetMonaiError, match="unknown simulation setting.*crowded_low_dose"):
+        simulation_setting("crowded")
+    with pytest.raises(CetMonaiError, match="unknown simulation setting"):
+        exp.ExperimentSettings(setting="nope")
+    crowded = SIMULATION_SETTINGS["crowded_low_dose"].simulate_kwargs((64, 128, 128), 10.0)
+    assert crowded["n_complexes"] == 72 and crowded["snr"] == 0.02 and crowded["ctf"] == {"defocus_um": 4.0}
+    # half the volume at the same voxel size: half the complexes (a density, not a count)
+    assert SIMULATION_SETTINGS["crowded_low_dose"].simulate_kwargs((32, 128, 128), 10.0)["n_complexes"] == 36
+    missing = SimulationSetting("x", "x", snr=0.1, membrane_labels="/nonexistent/labels.mrc", labels_voxel_size=7.5)
+    with pytest.raises(CetMonaiError, match="needs the label map"):
+        missing.simulate_kwargs((32, 32, 32), 10.0)
+    assert exp.ExperimentSettings(setting="crowded_low_dose", snr=0.01).simulation().snr == 0.01
+    with pytest.raises(CetMonaiError, match="protocol"):
+        exp.ExperimentSettings(protocols=("both",))
+
+
+def test_block_dice_and_paired_bootstrap():
+    from cet_monai.segmentation.statistics import block_corners, block_dice, paired_bootstrap
+
+    labels = np.zeros((32, 32, 32), np.uint8)
+    labels[:, 4:8, :] = 1                     # membrane in the blocks with y < 16 only
+    pred = labels.copy()
+    pred[:16, :, :] = 0                       # first z half missed
+    assert len(block_corners(labels.shape, 16)) == 8
+    blocks = dict(block_dice(pred, labels, 16))
+    assert set(blocks) == {(0, 0, 0), (0, 0, 16), (16, 0, 0), (16, 0, 16)}
+    assert blocks[(0, 0, 0)] == 0.0 and blocks[(16, 0, 0)] == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    shifted = {s: 0.05 + 0.02 * rng.standard_normal(20) for s in range(3)}
+    ci = paired_bootstrap(shifted)
+    assert ci["low"] > 0 and ci["low"] < ci["mean"] < ci["high"] and abs(ci["mean"] - 0.05) < 0.02
+    null = paired_bootstrap({s: 0.02 * rng.standard_normal(20) for s in range(3)})
+    assert null["low"] < 0 < null["high"] and ci["blocks"] == 60
+    # a seed whose own mean differs widens the interval (seeds are resampled, not only blocks)
+    spread = paired_bootstrap({0: shifted[0], 1: shifted[1], 2: shifted[2] + 0.2})
+    assert spread["high"] - spread["low"] > 3 * (ci["high"] - ci["low"])

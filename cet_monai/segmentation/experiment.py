@@ -1,7 +1,8 @@
 """What does denoising do to membrane segmentation? Dice against the number of training patches.
 
 The experiment, on simulated tomograms with membrane ground truth
-(:func:`cet_monai.data.simulate_tomogram`):
+(:func:`cet_monai.data.simulate_tomogram`, imaging and specimen from a named setting in
+:mod:`.scenes`: dose, CTF, crowding, membrane thickness and geometry):
 
 1. For every experiment seed ``s``: simulate ``n_train_tomograms`` training tomograms and one
    held-out test tomogram, with simulation seeds that differ between experiment seeds
@@ -10,31 +11,32 @@ The experiment, on simulated tomograms with membrane ground truth
    ``min_membrane_fraction`` membrane, spread round-robin over the training tomograms). The
    first ``N`` are the training set of size ``N``: the sets are nested and the *same positions*
    serve every input kind, so kinds are compared on identical data.
-3. Prepare every tomogram (training and test) with each *input kind* -- a callable
-   ``prepare(sim) -> volume`` in the dict returned by :func:`input_kinds`:
+3. Prepare every tomogram (training and test) with each *input kind* (:mod:`.inputs`): raw; a
+   Gaussian filter with an oracle sigma and one with a sigma chosen from the estimated noise
+   spectrum; the recorrupted-pairs default denoiser; real-space Bernoulli masks (Self2Self); the
+   Fourier-space Bernoulli pool; Noise2Noise between the even/odd halves (an upper bound). The
+   denoiser kinds exist only when :mod:`cet_monai.workflows` can be imported. Each prepared volume
+   is normalised with its own whole-tomogram statistics, and its PSNR/SSIM against the clean
+   volume recorded.
+4. For each kind and ``N``, two protocols (:data:`PROTOCOLS`):
 
-   * ``raw``: the noisy tomogram;
-   * ``gaussian``: the best Gaussian filter by PSNR against the clean reconstruction
-     (:func:`cet_monai.metrics.best_gaussian`: an oracle choice of sigma, per tomogram);
-   * ``s2s``, ``f2f``: the real-space (Self2Self-style) and Fourier-space (Fourier2Fourier)
-     single-tomogram denoisers of this package (:func:`cet_monai.workflows.denoise_volume`,
-     ``method="real"`` / ``"fourier"``), trained on each tomogram separately;
-   * ``n2n``: Noise2Noise between the even and odd half tomograms (cryoCARE-style upper bound,
-     ``method="n2n"``).
+   * ``denoised``: train a fresh segmentation network on the kind's patches (same
+     initialisation, same batch order and augmentation for every kind at a given seed and ``N``)
+     and segment the kind's test tomogram;
+   * ``raw_trained``: segment the kind's test tomogram with the network trained on raw patches
+     (same seed and ``N``): what a user gets by feeding denoised tomograms to a model trained on
+     raw ones.
 
-   The denoiser kinds exist only when :mod:`cet_monai.workflows` can be imported; otherwise
-   they are reported as unavailable and the others run. Each prepared volume is normalised
-   with its own whole-tomogram statistics, and its PSNR/SSIM against the clean volume recorded.
-4. For each kind and ``N``: train a fresh segmentation network (same initialisation, same
-   batch order and augmentation for every kind at a given seed and ``N``) for a fixed number of
-   iterations, then segment the whole prepared test tomogram (sliding window, Gaussian
-   blending) and score Dice and surface Dice against its labels.
-5. Report mean and standard deviation over seeds (Markdown, CSV, PNG). If the raw input's mean
-   Dice does not beat an all-background prediction by ``0.1``, that comparison is marked
-   *inconclusive*.
+   Score Dice and surface Dice on the whole test tomogram and Dice on each ``test_block``^3 block
+   that holds membrane (``blocks.csv``).
+5. Report mean and standard deviation over seeds, and differences to raw paired by block with
+   95 % bootstrap intervals over blocks x seeds (:mod:`.statistics`) (Markdown, CSV, PNG). If the
+   raw input's mean Dice does not beat an all-background prediction by ``0.1``, that comparison
+   is marked *inconclusive*.
 
 Everything is written under ``out``; finished runs are kept in ``runs.csv`` and skipped when the
 experiment is started again with the same settings (so an interrupted run resumes).
+:func:`export_results` writes the rows of several folders (settings) into one table.
 """
 
 from __future__ import annotations
@@ -59,10 +61,13 @@ from cet_monai.errors import CetMonaiError
 from cet_monai.normalize import TomogramNormalizer
 
 from .data import augmentations
+from .inputs import ALL_KINDS, DENOISER_KINDS, KIND_LABELS, denoiser_status, input_kinds
 from .losses import MaskedDiceCELoss
 from .metrics import dice_score, segmentation_scores
 from .model import ModelSpec
 from .predict import predict_probability
+from .scenes import SimulationSetting, simulation_setting
+from .statistics import block_dice, paired_bootstrap
 
 __all__ = [
     "ExperimentSettings",
@@ -70,8 +75,10 @@ __all__ = [
     "experiment_settings",
     "KIND_LABELS",
     "DENOISER_KINDS",
+    "PROTOCOLS",
     "input_kinds",
     "denoiser_status",
+    "export_results",
     "choose_patches",
     "train_on_patches",
     "run_experiment",
@@ -82,17 +89,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: display names of the input kinds
-KIND_LABELS = {
-    "raw": "raw",
-    "gaussian": "best Gaussian",
-    "s2s": "S2S (real space)",
-    "f2f": "F2F (Fourier)",
-    "n2n": "N2N even/odd (cryoCARE-like)",
-}
-#: input kinds that need cet_monai.workflows.denoise_volume, and the method each uses
-DENOISER_KINDS = {"s2s": "real", "f2f": "fourier", "n2n": "n2n"}
-ALL_KINDS = tuple(KIND_LABELS)
+#: the two questions: ``denoised`` trains and tests on each input kind; ``raw_trained`` applies the
+#: network trained on raw patches (same seed and N) to each kind's test tomogram
+PROTOCOLS = ("denoised", "raw_trained")
+PROTOCOL_LABELS = {"denoised": "trained and tested on each input",
+                   "raw_trained": "trained on raw, applied to each input"}
 #: margin by which the raw input's Dice must beat an all-background prediction
 CONCLUSIVE_MARGIN = 0.1
 
@@ -102,20 +103,25 @@ class ExperimentSettings:
     """Everything that defines one run of the experiment (written to ``experiment.json``).
 
     Sizes: :data:`SIZES` (``"reduced"``: 2 CPU cores, ``"full"``: a GPU, ``"tiny"``: tests).
+    ``setting`` names the simulated imaging and specimen
+    (:data:`~cet_monai.segmentation.scenes.SIMULATION_SETTINGS`); ``snr``, when given, overrides
+    the setting's dose.
     """
 
     size: str = "reduced"
+    setting: str = "standard"
     shape: Sequence[int] = (64, 128, 128)        # simulated tomograms (Z, Y, X), voxels
     voxel_size: float = 10.0                     # angstrom
-    snr: float = 0.05
+    snr: float | None = None                     # None: the setting's
     simulation_mode: str = "tilt_series"
-    n_train_tomograms: int = 4
-    patch_size: int = 48                         # training patch edge = inference window
-    n_patches: Sequence[int] = (4, 8, 16, 32)
+    n_train_tomograms: int = 1
+    patch_size: int = 32                         # training patch edge = inference window
+    n_patches: Sequence[int] = (2, 8, 32)
     seeds: Sequence[int] = (0, 1, 2)
     kinds: Sequence[str] = ALL_KINDS
+    protocols: Sequence[str] = PROTOCOLS
     iterations: int = 200
-    batch_size: int = 2
+    batch_size: int = 4
     learning_rate: float = 2e-3
     weight_decay: float = 1e-5
     features: Sequence[int] = (8, 16, 32, 64)     # DynUNet channels per level
@@ -124,6 +130,7 @@ class ExperimentSettings:
     patch_stride: int = 8                        # grid of candidate patch corners
     surface_tolerance: float = 2.0               # voxels
     overlap: float = 0.5                         # sliding-window overlap at test time
+    test_block: int = 32                         # edge (voxels) of the test blocks scored one by one
     gaussian_sigmas: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0)
     # passed to denoise_volume; a key naming a denoiser kind ("s2s") holds overrides for that kind only
     denoise_overrides: Mapping = field(default_factory=dict)
@@ -133,19 +140,32 @@ class ExperimentSettings:
         self.n_patches = tuple(sorted(int(n) for n in self.n_patches))
         self.seeds = tuple(int(s) for s in self.seeds)
         self.kinds = tuple(str(k) for k in self.kinds)
+        self.protocols = tuple(str(p) for p in self.protocols)
         self.features = tuple(int(f) for f in self.features)
         self.gaussian_sigmas = tuple(float(s) for s in self.gaussian_sigmas)
         self.denoise_overrides = dict(self.denoise_overrides)
+        self.snr = None if self.snr is None else float(self.snr)
+        simulation_setting(self.setting)  # a clear error for an unknown name
         unknown = [k for k in self.kinds if k not in KIND_LABELS]
         if unknown:
             raise CetMonaiError(f"unknown input kind(s) {unknown}; choose from {list(KIND_LABELS)}")
+        bad = [p for p in self.protocols if p not in PROTOCOLS]
+        if bad or not self.protocols:
+            raise CetMonaiError(f"unknown protocol(s) {bad}; choose one or both of {list(PROTOCOLS)}")
         if not self.kinds or not self.n_patches or not self.seeds:
             raise CetMonaiError("the experiment needs at least one input kind, one N and one seed")
         if min(self.n_patches) < 1:
             raise CetMonaiError(f"numbers of training patches must be >= 1, got {self.n_patches}")
         if any(self.patch_size > s for s in self.shape):
             raise CetMonaiError(f"patch_size {self.patch_size} does not fit the tomograms {self.shape}")
+        if not 1 <= self.test_block <= min(self.shape):
+            raise CetMonaiError(f"test_block {self.test_block} does not fit the tomograms {self.shape}")
         self.model_spec()  # validates patch size against the network
+
+    def simulation(self) -> SimulationSetting:
+        """The simulation setting, with ``snr`` applied when it is set."""
+        base = simulation_setting(self.setting)
+        return base if self.snr is None else dataclasses.replace(base, snr=self.snr)
 
     def denoiser_overrides(self, kind: str) -> dict:
         """The ``denoise_volume`` overrides of denoiser kind ``kind``: the shared ones, then the kind's own."""
@@ -168,115 +188,52 @@ class ExperimentSettings:
         return dataclasses.replace(self, **changes)
 
 
+#: the CPU budget of the three original denoisers: the Fourier bundle's (100 iterations of
+#: [8, 16, 32, 64]) for all three, so that real-space masks (bundle default 600 iterations of
+#: [16, 32, 64, 64]: ~10 min per tomogram here) fit the grid; the recorrupted default runs as shipped
+_CPU_DENOISERS = {"iterations": 100, "network_def#features": [8, 16, 32, 64]}
+
 #: ``reduced``: minutes per training on 2 CPU cores; ``full``: the GPU version; ``tiny``: tests
 SIZES: dict[str, ExperimentSettings] = {
-    # denoisers on the CPU: the Fourier bundle's CPU budget (100 iterations, [8, 16, 32, 64]) for all three, so
-    # that S2S (bundle default 600 iterations of [16, 32, 64, 64]: ~10 min per tomogram here) fits the grid
-    "reduced": ExperimentSettings(size="reduced",
-                                  denoise_overrides={"iterations": 100, "network_def#features": [8, 16, 32, 64]}),
+    "reduced": ExperimentSettings(size="reduced", denoise_overrides={
+        "s2s": {**_CPU_DENOISERS, "versions": 4, "passes": 1},
+        "f2f": {**_CPU_DENOISERS, "sampling": "pool"},
+        "n2n": dict(_CPU_DENOISERS),
+    }),
     "full": ExperimentSettings(
-        size="full", shape=(128, 256, 256), n_train_tomograms=8, patch_size=64, seeds=(0, 1, 2, 3, 4),
-        iterations=3000, batch_size=8, features=(16, 32, 64, 128, 256), learning_rate=1e-3,
+        size="full", shape=(128, 256, 256), n_train_tomograms=4, patch_size=64, n_patches=(2, 4, 8, 16, 32),
+        seeds=(0, 1, 2, 3, 4), iterations=3000, batch_size=8, features=(16, 32, 64, 128, 256), learning_rate=1e-3,
+        test_block=64, denoise_overrides={"f2f": {"sampling": "pool"}},
     ),
     "tiny": ExperimentSettings(
         size="tiny", shape=(32, 32, 32), simulation_mode="fast", n_train_tomograms=1, patch_size=32,
         n_patches=(1,), seeds=(0,), kinds=("raw",), iterations=2, batch_size=1, features=(4, 8, 16),
-        min_membrane_fraction=0.0, gaussian_sigmas=(1.0,), denoise_overrides={"iterations": 2},
+        min_membrane_fraction=0.0, test_block=16, gaussian_sigmas=(1.0,), denoise_overrides={"iterations": 2},
     ),
 }
 
 
 def experiment_settings(size: str = "reduced", kinds=None, n_patches=None, seeds=None, iterations=None,
-                        denoise_iterations=None, snr=None, denoise_set: Mapping | None = None) -> ExperimentSettings:
+                        denoise_iterations=None, snr=None, denoise_set: Mapping | None = None, setting=None,
+                        protocols=None) -> ExperimentSettings:
     """The settings of a named size (:data:`SIZES`) with the command-line overrides applied
     (``None`` keeps the size's value). ``denoise_set`` adds denoiser bundle overrides
-    (``{"network_def#dropout": 0.3}``) to the size's ``denoise_overrides``."""
+    (``{"network_def#dropout": 0.3}``) to the size's ``denoise_overrides``; it and
+    ``denoise_iterations`` apply to every denoiser kind, replacing a kind's own value of that key."""
     if size not in SIZES:
         raise CetMonaiError(f"unknown experiment size {size!r}; choose one of {sorted(SIZES)}")
     settings = SIZES[size]
-    overrides = {"kinds": kinds, "n_patches": n_patches, "seeds": seeds, "iterations": iterations, "snr": snr}
-    denoise = dict(settings.denoise_overrides)
+    overrides = {"kinds": kinds, "n_patches": n_patches, "seeds": seeds, "iterations": iterations, "snr": snr,
+                 "setting": setting, "protocols": protocols}
+    given = dict(denoise_set or {})
     if denoise_iterations is not None:
-        denoise["iterations"] = int(denoise_iterations)
-    denoise.update(denoise_set or {})
+        given["iterations"] = int(denoise_iterations)
+    denoise = {k: ({kk: vv for kk, vv in v.items() if kk not in given} if k in DENOISER_KINDS else v)
+               for k, v in settings.denoise_overrides.items()}
+    denoise.update(given)
     if denoise != settings.denoise_overrides:
         overrides["denoise_overrides"] = denoise
     return settings.with_overrides(**overrides)
-
-
-# ----------------------------------------------------------------------------- input kinds
-
-
-def denoiser_status() -> tuple[bool, str]:
-    """``(available, reason)`` of :func:`cet_monai.workflows.denoise_volume`."""
-    try:
-        from cet_monai.workflows import denoise_volume  # noqa: F401
-    except Exception as err:  # ImportError, or an error inside a module still being written
-        return False, f"cet_monai.workflows.denoise_volume is not importable ({type(err).__name__}: {err})"
-    return True, ""
-
-
-class PrepareRaw:
-    """The noisy tomogram as it is."""
-
-    def __call__(self, sim) -> np.ndarray:
-        self.info = {}
-        return np.asarray(sim.noisy, dtype=np.float32)
-
-
-class PrepareGaussian:
-    """The best Gaussian filter by PSNR against the clean reconstruction (oracle sigma)."""
-
-    def __init__(self, sigmas: Sequence[float]):
-        self.sigmas = tuple(sigmas)
-
-    def __call__(self, sim) -> np.ndarray:
-        from cet_monai.metrics import best_gaussian
-
-        best = best_gaussian(sim.noisy, sim.clean, sigmas=self.sigmas)["psnr"]
-        self.info = {"sigma": best.sigma}
-        return best.filtered.astype(np.float32)
-
-
-class PrepareDenoised:
-    """A single-tomogram denoiser of this package (``cet_monai.workflows.denoise_volume``)."""
-
-    def __init__(self, method: str, seed: int = 0, overrides: Mapping | None = None):
-        self.method = method
-        self.seed = int(seed)
-        self.overrides = dict(overrides or {})
-
-    def __call__(self, sim) -> np.ndarray:
-        from cet_monai.workflows import denoise_volume
-
-        kwargs = dict(self.overrides)
-        if self.method == "n2n":
-            kwargs.update(even=sim.even, odd=sim.odd)
-        self.info = {"method": self.method, **{k: v for k, v in self.overrides.items() if np.isscalar(v)}}
-        out = denoise_volume(np.asarray(sim.noisy, dtype=np.float32), method=self.method, seed=self.seed, **kwargs)
-        return np.asarray(out, dtype=np.float32)
-
-
-def input_kinds(settings: ExperimentSettings | None = None, seed: int = 0) -> tuple[dict[str, Callable], dict[str, str]]:
-    """The input kinds as ``{name: prepare(sim) -> volume}``, and ``{name: why unavailable}``.
-
-    Only the kinds in ``settings.kinds`` are returned; the denoiser kinds are unavailable when
-    :func:`cet_monai.workflows.denoise_volume` cannot be imported.
-    """
-    settings = settings or SIZES["reduced"]
-    ok, reason = denoiser_status()
-    kinds: dict[str, Callable] = {}
-    unavailable: dict[str, str] = {}
-    for name in settings.kinds:
-        if name == "raw":
-            kinds[name] = PrepareRaw()
-        elif name == "gaussian":
-            kinds[name] = PrepareGaussian(settings.gaussian_sigmas)
-        elif ok:
-            kinds[name] = PrepareDenoised(DENOISER_KINDS[name], seed=seed, overrides=settings.denoiser_overrides(name))
-        else:
-            unavailable[name] = reason
-    return kinds, unavailable
 
 
 # ----------------------------------------------------------------------------- patches and training
@@ -367,7 +324,7 @@ def train_on_patches(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
 
 
 #: settings that only extend the grid: a rerun with more (or fewer) of them resumes the same experiment
-GRID_AXES = ("kinds", "seeds", "n_patches")
+GRID_AXES = ("kinds", "seeds", "n_patches", "protocols")
 #: settings that only change the denoised input kinds
 DENOISER_SETTINGS = ("denoise_overrides",)
 
@@ -436,15 +393,17 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
             tmp.unlink()
 
 
-RUN_FIELDS = ["seed", "kind", "n_patches", "dice", "surface_dice", "background_dice", "train_seconds",
+RUN_FIELDS = ["setting", "protocol", "seed", "kind", "n_patches", "dice", "surface_dice", "background_dice",
+              "train_seconds", "predict_seconds",
               "test_membrane_fraction", "predicted_membrane_fraction"]
-INPUT_FIELDS = ["seed", "kind", "psnr", "ssim", "sigma", "prepare_seconds"]
+INPUT_FIELDS = ["setting", "seed", "kind", "psnr", "ssim", "sigma", "prepare_seconds"]
+BLOCK_FIELDS = ["setting", "protocol", "seed", "kind", "n_patches", "block", "dice"]
 
 
 def _parse(key: str, value: str):
     if key in ("seed", "n_patches"):
         return int(value)
-    if key == "kind" or value == "":
+    if key in ("kind", "protocol", "setting", "block") or value == "":
         return value
     try:
         return float(value)
@@ -457,7 +416,11 @@ def _read_csv(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return [{k: _parse(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = [{k: _parse(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+    for row in rows:  # rows written before the raw-trained protocol existed
+        if "n_patches" in row and not row.get("protocol"):
+            row["protocol"] = "denoised"
+    return rows
 
 
 def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
@@ -475,7 +438,8 @@ def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
 def _simulate(settings: ExperimentSettings, seed: int):
     from cet_monai.data import simulate_tomogram
 
-    opts = dict(shape=settings.shape, voxel_size=settings.voxel_size, snr=settings.snr, mode=settings.simulation_mode)
+    opts = settings.simulation().simulate_kwargs(settings.shape, settings.voxel_size)
+    opts["mode"] = settings.simulation_mode
     train_seeds, test_seed = settings.simulation_seeds(seed)
     train = [simulate_tomogram(**opts, seed=s) for s in train_seeds]
     test = simulate_tomogram(**opts, seed=test_seed)
@@ -533,7 +497,7 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
     out = Path(out)
     t_start = time.perf_counter()
     config_path = out / "experiment.json"
-    runs_path, inputs_path = out / "runs.csv", out / "inputs.csv"
+    runs_path, inputs_path, blocks_path = out / "runs.csv", out / "inputs.csv", out / "blocks.csv"
     stored = settings
     if config_path.exists():
         old = json.loads(config_path.read_text()).get("settings") or {}
@@ -542,9 +506,9 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
             if not overwrite:
                 raise CetMonaiError(f"{out}: holds an experiment with other settings ({problem}); choose another "
                                     "--out or pass overwrite=True to discard it")
-            for p in (runs_path, inputs_path):
-                if p.exists():
-                    p.unlink()
+            for path in (runs_path, inputs_path, blocks_path):
+                if path.exists():
+                    path.unlink()
             import shutil
 
             shutil.rmtree(out / "cache", ignore_errors=True)
@@ -558,30 +522,67 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
 
     runs = _read_csv(runs_path)
     inputs = _read_csv(inputs_path)
-    done = {(int(r["seed"]), r["kind"], int(r["n_patches"])) for r in runs}
+    blocks = _read_csv(blocks_path)
+    done = {(int(r["seed"]), r["protocol"], r["kind"], int(r["n_patches"])) for r in runs}
     done_inputs = {(int(r["seed"]), r["kind"]) for r in inputs}
     spec = settings.model_spec()
     unavailable: dict[str, str] = {}
     failed: dict[str, str] = {}
+    p = settings.patch_size
     for seed in settings.seeds:
         kinds, unav = input_kinds(settings, seed)
         unavailable.update(unav)
-        todo = [(k, n) for k in kinds for n in settings.n_patches if (seed, k, n) not in done and k not in failed]
-        if not todo and all((seed, k) in done_inputs for k in kinds if k not in failed):
+
+        def missing(kind):
+            return [(pr, n) for n in settings.n_patches for pr in settings.protocols if (seed, pr, kind, n) not in done]
+
+        if all(not missing(k) and (seed, k) in done_inputs for k in kinds if k not in failed):
             continue
         t0 = time.perf_counter()
         train_sims, test_sim = _simulate(settings, seed)
         say(f"seed {seed}: simulated {len(train_sims)} training + 1 test tomograms {settings.shape} "
-            f"in {time.perf_counter() - t0:.1f} s")
-        corners = choose_patches([s.labels for s in train_sims], max(settings.n_patches), settings.patch_size,
+            f"({settings.setting}) in {time.perf_counter() - t0:.1f} s")
+        corners = choose_patches([s.labels for s in train_sims], max(settings.n_patches), p,
                                  settings.patch_stride, settings.min_membrane_fraction, seed=seed)
-        label_patches = cut_patches_multi([s.labels for s in train_sims], corners, settings.patch_size)
+        label_patches = cut_patches_multi([s.labels for s in train_sims], corners, p)
+        raw_nets: dict[int, tuple[torch.nn.Module, float]] = {}
+
+        def train_net(kind, image_patches, n):
+            t1 = time.perf_counter()
+            net = train_on_patches(image_patches[:n], label_patches[:n], spec, settings.iterations,
+                                   settings.batch_size, settings.learning_rate, settings.weight_decay,
+                                   seed=1000 * seed + n, device=device)
+            return net, time.perf_counter() - t1
+
+        def raw_net(n):
+            """The network trained on the first n raw patches (kept for the raw-trained protocol)."""
+            if n in raw_nets:
+                return raw_nets[n]
+            path = out / "cache" / f"seed{seed}" / f"net_raw_N{n}.pt"
+            if path.exists():
+                net = spec.build()
+                net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                raw_nets[n] = (net.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval(), math.nan)
+            else:
+                from .inputs import PrepareRaw
+
+                vols = [_prepared(out, seed, "raw", f"train{i}", PrepareRaw(), s)[0] for i, s in enumerate(train_sims)]
+                norm = [TomogramNormalizer(*spec.percentiles).fit_transform(v).astype(np.float32) for v in vols]
+                raw_nets[n] = train_net("raw", cut_patches_multi(norm, corners, p), n)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+                torch.save(raw_nets[n][0].state_dict(), tmp)
+                os.replace(tmp, path)
+            return raw_nets[n]
+
         for kind, prepare in kinds.items():
-            if kind in failed or ((seed, kind) in done_inputs and all((seed, kind, n) in done for n in settings.n_patches)):
+            todo = missing(kind)
+            if kind in failed or ((seed, kind) in done_inputs and not todo):
                 continue
             try:
                 test_vol, info, seconds = _prepared(out, seed, kind, "test", prepare, test_sim)
-                train_vols = [_prepared(out, seed, kind, f"train{i}", prepare, s)[0] for i, s in enumerate(train_sims)]
+                train_vols = ([_prepared(out, seed, kind, f"train{i}", prepare, s)[0] for i, s in enumerate(train_sims)]
+                              if any(pr == "denoised" for pr, _ in todo) and kind != "raw" else [])
             except Exception as err:  # a denoiser that fails must not take the other kinds down
                 failed[kind] = f"{type(err).__name__}: {err}"
                 say(f"seed {seed}: input kind {kind} failed ({failed[kind]}); skipping it")
@@ -591,39 +592,47 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
                 from cet_monai.metrics import quality
 
                 q = quality(test_vol, test_sim.clean)
-                row = {"seed": seed, "kind": kind, "psnr": q["psnr"], "ssim": q["ssim"],
+                row = {"setting": settings.setting, "seed": seed, "kind": kind, "psnr": q["psnr"], "ssim": q["ssim"],
                        "sigma": info.get("sigma", ""), "prepare_seconds": seconds}
                 inputs.append(row)
                 done_inputs.add((seed, kind))
                 _write_csv(inputs_path, inputs, INPUT_FIELDS)
                 say(f"seed {seed}: {kind} test input PSNR {q['psnr']:.2f} dB, SSIM {q['ssim']:.3f}"
-                    + (f" (sigma {info['sigma']})" if "sigma" in info else ""))
+                    + (f" (sigma {info['sigma']})" if "sigma" in info else "") + f" ({seconds:.0f} s to prepare)")
             test_norm = TomogramNormalizer(*spec.percentiles).fit_transform(test_vol).astype(np.float32)
-            train_norm = [TomogramNormalizer(*spec.percentiles).fit_transform(v).astype(np.float32) for v in train_vols]
-            image_patches = cut_patches_multi(train_norm, corners, settings.patch_size)
-            for n in settings.n_patches:
-                if (seed, kind, n) in done:
-                    continue
-                t1 = time.perf_counter()
-                net = train_on_patches(image_patches[:n], label_patches[:n], spec, settings.iterations,
-                                       settings.batch_size, settings.learning_rate, settings.weight_decay,
-                                       seed=1000 * seed + n, device=device)
-                train_seconds = time.perf_counter() - t1
+            image_patches = None
+            for protocol, n in todo:
+                if protocol == "raw_trained" or kind == "raw":
+                    net, train_seconds = raw_net(n)
+                else:
+                    if image_patches is None:
+                        train_norm = [TomogramNormalizer(*spec.percentiles).fit_transform(v).astype(np.float32)
+                                      for v in train_vols]
+                        image_patches = cut_patches_multi(train_norm, corners, p)
+                    net, train_seconds = train_net(kind, image_patches, n)
+                if protocol == "raw_trained":
+                    train_seconds = 0.0  # the raw network's training is counted in the raw row
+                t2 = time.perf_counter()
                 prob = predict_probability(test_norm, net, roi_size=spec.patch_size, overlap=settings.overlap,
                                            sw_batch_size=4)
+                predict_seconds = time.perf_counter() - t2
                 pred = (prob > 0.5).astype(np.uint8)
                 scores = segmentation_scores(pred, test_sim.labels, settings.surface_tolerance, spec.ignore_index)
-                row = {"seed": seed, "kind": kind, "n_patches": n, **scores,
+                key = {"setting": settings.setting, "protocol": protocol, "seed": seed, "kind": kind, "n_patches": n}
+                row = {**key, **scores,
                        "background_dice": dice_score(np.zeros_like(pred), test_sim.labels, spec.ignore_index),
-                       "train_seconds": train_seconds,
+                       "train_seconds": train_seconds, "predict_seconds": predict_seconds,
                        "test_membrane_fraction": float((test_sim.labels == 1).mean()),
                        "predicted_membrane_fraction": float(pred.mean())}
+                blocks += [{**key, "block": "-".join(map(str, c)), "dice": d}
+                           for c, d in block_dice(pred, test_sim.labels, settings.test_block, spec.ignore_index)]
                 runs.append(row)
-                done.add((seed, kind, n))
+                done.add((seed, protocol, kind, n))
+                _write_csv(blocks_path, blocks, BLOCK_FIELDS)
                 _write_csv(runs_path, runs, RUN_FIELDS)
-                say(f"seed {seed}: {kind:8s} N={n:3d}  Dice {scores['dice']:.3f}  surface Dice "
-                    f"{scores['surface_dice']:.3f}  ({train_seconds:.0f} s training)")
-                if seed == settings.seeds[0] and n == max(settings.n_patches):
+                say(f"seed {seed}: {protocol:11s} {kind:13s} N={n:3d}  Dice {scores['dice']:.3f}  surface Dice "
+                    f"{scores['surface_dice']:.3f}  ({train_seconds:.0f} s training, {predict_seconds:.0f} s predicting)")
+                if seed == settings.seeds[0] and n == max(settings.n_patches) and protocol == settings.protocols[0]:
                     _save_example(out / f"example_seed{seed}_{kind}.png", test_vol, prob, test_sim.labels,
                                   settings.voxel_size, f"{KIND_LABELS[kind]}, N={n}, seed {seed}: Dice {scores['dice']:.3f}")
     seconds = time.perf_counter() - t_start
@@ -641,10 +650,11 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
 def _report(out: Path, settings: ExperimentSettings, runs: list[dict], inputs: list[dict], unavailable: Mapping,
             record: Mapping) -> dict:
     """Write the summary files of the rows in ``out`` and ``experiment.json`` (``settings`` + ``record``)."""
-    summary = summarize(runs, inputs)
+    summary = summarize(runs, inputs, _read_csv(out / "blocks.csv"))
     verdict = conclusiveness(summary, settings)
     tables = format_tables(summary, settings, unavailable=unavailable, verdict=verdict)
     _write_csv(out / "summary.csv", summary["rows"], SUMMARY_FIELDS)
+    _write_csv(out / "paired.csv", summary["paired"], PAIRED_FIELDS)
     _atomic_write_text(out / "summary.md", tables)
     paths = {"runs": out / "runs.csv", "inputs": out / "inputs.csv", "summary_csv": out / "summary.csv",
              "summary_md": out / "summary.md", "config": out / "experiment.json"}
@@ -694,16 +704,23 @@ def merge_experiments(sources: Sequence[str | os.PathLike], out: str | os.PathLi
             raise CetMonaiError(f"{src}: another experiment than {sources[0]} ({problem})")
     runs: dict[tuple, dict] = {}
     inputs: dict[tuple, dict] = {}
+    blocks: dict[tuple, dict] = {}
     for src, (r, i) in zip(sources, rows):
-        for table, items, key in ((runs, r, ("seed", "kind", "n_patches")), (inputs, i, ("seed", "kind"))):
+        b = _read_csv(src / "blocks.csv")
+        for table, items, key in ((runs, r, ("seed", "protocol", "kind", "n_patches")), (inputs, i, ("seed", "kind")),
+                                  (blocks, b, ("seed", "protocol", "kind", "n_patches", "block"))):
             for row in items:
                 k = tuple(row[f] for f in key)
                 if k in table and any(table[k].get(f) != row.get(f) for f in ("dice", "psnr") if f in row):
                     raise CetMonaiError(f"{src}: result {dict(zip(key, k))} differs from the same result in another folder")
                 table.setdefault(k, row)
     out.mkdir(parents=True, exist_ok=True)
-    runs_list = sorted(runs.values(), key=lambda r: (int(r["seed"]), _kind_order(r["kind"]), int(r["n_patches"])))
+    def order(r):
+        return int(r["seed"]), _protocol_order(r["protocol"]), _kind_order(r["kind"]), int(r["n_patches"])
+
+    runs_list = sorted(runs.values(), key=order)
     inputs_list = sorted(inputs.values(), key=lambda r: (int(r["seed"]), _kind_order(r["kind"])))
+    _write_csv(out / "blocks.csv", sorted(blocks.values(), key=order), BLOCK_FIELDS)
     _write_csv(out / "runs.csv", runs_list, RUN_FIELDS)
     _write_csv(out / "inputs.csv", inputs_list, INPUT_FIELDS)
     for src in sources:
@@ -732,50 +749,84 @@ def _save_example(path: Path, volume, prob, labels, voxel_size, title):
 
 # ----------------------------------------------------------------------------- reporting
 
-SUMMARY_FIELDS = ["kind", "n_patches", "seeds", "dice_mean", "dice_std", "surface_dice_mean", "surface_dice_std",
-                  "background_dice", "all_membrane_dice", "train_seconds_mean"]
+SUMMARY_FIELDS = ["protocol", "kind", "n_patches", "seeds", "dice_mean", "dice_std", "surface_dice_mean",
+                  "surface_dice_std", "background_dice", "all_membrane_dice", "train_seconds_mean", "predict_seconds_mean"]
+PAIRED_FIELDS = ["protocol", "kind", "n_patches", "seeds", "dice_minus_raw_mean", "dice_minus_raw_std", "better_than_raw",
+                 "blocks", "block_diff_mean", "block_diff_low", "block_diff_high", "blocks_better"]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, dtype=np.float64)
+    a = np.asarray([v for v in values if not (isinstance(v, float) and math.isnan(v))], dtype=np.float64)
     if a.size == 0:
         return math.nan, math.nan
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
-def summarize(runs: list[dict], inputs: list[dict]) -> dict:
-    """Mean and sample standard deviation over seeds, per (kind, N) and per kind for the inputs."""
+def _protocol_order(protocol: str) -> int:
+    return PROTOCOLS.index(protocol) if protocol in PROTOCOLS else len(PROTOCOLS)
+
+
+def summarize(runs: list[dict], inputs: list[dict], blocks: Sequence[Mapping] = ()) -> dict:
+    """Mean and sample standard deviation over seeds, per (protocol, kind, N) and per kind for the
+    inputs; paired differences to the raw input (same protocol, seed and N), and with ``blocks``
+    (rows of ``blocks.csv``) their per-block mean with a 95 % bootstrap interval over test blocks x
+    seeds (:func:`~cet_monai.segmentation.statistics.paired_bootstrap`)."""
+    runs = [dict(r, protocol=r.get("protocol") or "denoised") for r in runs]
     rows = []
-    keys = sorted({(r["kind"], int(r["n_patches"])) for r in runs}, key=lambda k: (ALL_KINDS.index(k[0]) if k[0] in ALL_KINDS else 99, k[1]))
-    for kind, n in keys:
-        sel = [r for r in runs if r["kind"] == kind and int(r["n_patches"]) == n]
+    keys = sorted({(r["protocol"], r["kind"], int(r["n_patches"])) for r in runs},
+                  key=lambda k: (_protocol_order(k[0]), _kind_order(k[1]), k[2]))
+    for protocol, kind, n in keys:
+        sel = [r for r in runs if r["protocol"] == protocol and r["kind"] == kind and int(r["n_patches"]) == n]
         dm, ds = _mean_std([float(r["dice"]) for r in sel])
         sm, ss = _mean_std([float(r["surface_dice"]) for r in sel])
         bg, _ = _mean_std([float(r["background_dice"]) for r in sel])
         tm, _ = _mean_std([float(r["train_seconds"]) for r in sel])
+        pm, _ = _mean_std([float(r["predict_seconds"]) for r in sel if r.get("predict_seconds") not in (None, "")])
         fg = [2 * p / (1 + p) for p in (float(r["test_membrane_fraction"]) for r in sel)]
-        rows.append({"kind": kind, "n_patches": n, "seeds": len(sel), "dice_mean": dm, "dice_std": ds,
-                     "surface_dice_mean": sm, "surface_dice_std": ss, "background_dice": bg,
-                     "all_membrane_dice": _mean_std(fg)[0], "train_seconds_mean": tm})
+        rows.append({"protocol": protocol, "kind": kind, "n_patches": n, "seeds": len(sel), "dice_mean": dm,
+                     "dice_std": ds, "surface_dice_mean": sm, "surface_dice_std": ss, "background_dice": bg,
+                     "all_membrane_dice": _mean_std(fg)[0], "train_seconds_mean": tm, "predict_seconds_mean": pm})
+    block_dice_of: dict[tuple, dict] = {}
+    for b in blocks:
+        k = (b.get("protocol") or "denoised", b["kind"], int(b["n_patches"]), int(b["seed"]))
+        block_dice_of.setdefault(k, {})[b["block"]] = float(b["dice"])
     paired = []  # kind - raw, seed by seed (same patches, initialisation and batches)
-    for kind, n in keys:
+    for protocol, kind, n in keys:
         if kind == "raw":
             continue
-        raw = {int(r["seed"]): float(r["dice"]) for r in runs if r["kind"] == "raw" and int(r["n_patches"]) == n}
-        diffs = [float(r["dice"]) - raw[int(r["seed"])] for r in runs
-                 if r["kind"] == kind and int(r["n_patches"]) == n and int(r["seed"]) in raw]
-        if diffs:
-            m, sd = _mean_std(diffs)
-            paired.append({"kind": kind, "n_patches": n, "seeds": len(diffs), "dice_minus_raw_mean": m,
-                           "dice_minus_raw_std": sd, "better_than_raw": sum(d > 0 for d in diffs)})
+        # the raw input's row is the same under both protocols (its network is the raw-trained one)
+        raw_rows = [r for r in runs if r["kind"] == "raw" and int(r["n_patches"]) == n]
+        raw = {int(r["seed"]): float(r["dice"]) for r in sorted(raw_rows, key=lambda r: r["protocol"] != protocol)[::-1]}
+        sel = [r for r in runs if r["protocol"] == protocol and r["kind"] == kind and int(r["n_patches"]) == n
+               and int(r["seed"]) in raw]
+        if not sel:
+            continue
+        diffs = [float(r["dice"]) - raw[int(r["seed"])] for r in sel]
+        m, sd = _mean_std(diffs)
+        row = {"protocol": protocol, "kind": kind, "n_patches": n, "seeds": len(diffs), "dice_minus_raw_mean": m,
+               "dice_minus_raw_std": sd, "better_than_raw": sum(d > 0 for d in diffs)}
+        per_seed = {}
+        for r in sel:
+            seed = int(r["seed"])
+            mine = block_dice_of.get((protocol, kind, n, seed), {})
+            base = block_dice_of.get((protocol, "raw", n, seed)) or block_dice_of.get(("denoised", "raw", n, seed), {})
+            common = sorted(set(mine) & set(base))
+            if common:
+                per_seed[seed] = [mine[c] - base[c] for c in common]
+        if per_seed:
+            boot = paired_bootstrap(per_seed)
+            row.update(blocks=boot["blocks"], block_diff_mean=boot["mean"], block_diff_low=boot["low"],
+                       block_diff_high=boot["high"], blocks_better=boot["positive"])
+        paired.append(row)
     inp = []
-    for kind in sorted({r["kind"] for r in inputs}, key=lambda k: ALL_KINDS.index(k) if k in ALL_KINDS else 99):
+    for kind in sorted({r["kind"] for r in inputs}, key=_kind_order):
         sel = [r for r in inputs if r["kind"] == kind]
         pm, ps = _mean_std([float(r["psnr"]) for r in sel])
         qm, qs = _mean_std([float(r["ssim"]) for r in sel])
+        tm, _ = _mean_std([float(r["prepare_seconds"]) for r in sel])
         sig = [float(r["sigma"]) for r in sel if str(r.get("sigma", "")) not in ("", "None")]
         inp.append({"kind": kind, "seeds": len(sel), "psnr_mean": pm, "psnr_std": ps, "ssim_mean": qm, "ssim_std": qs,
-                    "sigmas": sig})
+                    "sigmas": sig, "prepare_seconds_mean": tm})
     return {"rows": rows, "inputs": inp, "paired": paired}
 
 
@@ -807,59 +858,74 @@ def _mean_cell(mean: float, std: float, seeds: int, planned: int) -> str:
     return f"{mean:.3f} +- {std:.3f}" + ("" if seeds == planned else f" ({seeds} seeds)")
 
 
+def _settings_line(settings: ExperimentSettings, summary: dict) -> str:
+    sim = settings.simulation()
+    used = {r["kind"] for r in summary["rows"] + summary["inputs"]}
+    return (f"Settings: size `{settings.size}`, setting `{settings.setting}` ({sim.description}; SNR {sim.snr:g}), "
+            f"tomograms {'x'.join(map(str, settings.shape))} voxels of {settings.voxel_size:g} A "
+            f"({settings.simulation_mode}), {settings.n_train_tomograms} training tomogram(s) + 1 test tomogram per "
+            f"seed, patches {settings.patch_size}^3, {settings.iterations} iterations x batch {settings.batch_size}, "
+            f"DynUNet {list(settings.features)}, seeds {list(settings.seeds)}"
+            + "".join(f"; {KIND_LABELS[k]}: {settings.denoiser_overrides(k)}"
+                      for k in settings.kinds if k in DENOISER_KINDS and settings.denoiser_overrides(k) and k in used)
+            + "; mean +- std over seeds.")
+
+
 def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapping | None = None,
                   verdict: dict | None = None) -> str:
-    """Markdown: Dice and surface Dice (mean +- std over seeds) per input kind and N, the
-    prepared inputs' PSNR/SSIM, the verdict and what was not run."""
+    """Markdown: per protocol, Dice and surface Dice (mean +- std over seeds) per input kind and
+    N, the paired differences to raw with their bootstrap intervals; the prepared inputs'
+    PSNR/SSIM and preparation time, the verdict and what was not run."""
     verdict = verdict or conclusiveness(summary, settings)
     ns = sorted({r["n_patches"] for r in summary["rows"]})
-    kinds = [k for k in ALL_KINDS if any(r["kind"] == k for r in summary["rows"])]
-    cell = {(r["kind"], r["n_patches"]): r for r in summary["rows"]}
-    lines = [f"Settings: size `{settings.size}`, tomograms {'x'.join(map(str, settings.shape))} voxels of "
-             f"{settings.voxel_size:g} A, SNR {settings.snr:g} ({settings.simulation_mode}), "
-             f"{settings.n_train_tomograms} training tomograms + 1 test tomogram per seed, patches "
-             f"{settings.patch_size}^3, {settings.iterations} iterations x batch {settings.batch_size}, "
-             f"DynUNet {list(settings.features)}, seeds {list(settings.seeds)}"
-             + "".join(f"; {KIND_LABELS[k]} denoiser {settings.denoiser_overrides(k)}"
-                       for k in settings.kinds if k in DENOISER_KINDS and settings.denoiser_overrides(k)
-                       and any(r["kind"] == k for r in summary["rows"] + summary["inputs"]))
-             + "; mean +- std over seeds.", ""]
-    lines.append(f"**Verdict:** {verdict['text']}.")
-    lines.append("")
-    for metric, title in (("dice", "Test Dice"), ("surface_dice", f"Test surface Dice (tolerance {settings.surface_tolerance:g} voxels)")):
-        head = ["input"] + [f"N={n}" + ("" if verdict["per_n"].get(n, True) else " (inconclusive)") for n in ns]
-        lines += [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for k in kinds:
-            vals = []
-            for n in ns:
-                r = cell.get((k, n))
-                vals.append("" if r is None else _mean_cell(r[metric + "_mean"], r[metric + "_std"], r["seeds"],
-                                                             len(settings.seeds)))
-            lines.append(f"| {KIND_LABELS[k]} | " + " | ".join(vals) + " |")
-        if metric == "dice" and summary["rows"]:
-            bg = summary["rows"][0]["background_dice"]
-            fg = summary["rows"][0]["all_membrane_dice"]
-            lines.append("| all background | " + " | ".join(f"{bg:.3f}" for _ in ns) + " |")
-            lines.append("| all membrane (for scale) | " + " | ".join(f"{fg:.3f}" for _ in ns) + " |")
-        lines.append("")
-    if summary.get("paired"):
-        pn = sorted({r["n_patches"] for r in summary["paired"]})
-        pk = [k for k in ALL_KINDS if any(r["kind"] == k for r in summary["paired"])]
-        pc = {(r["kind"], r["n_patches"]): r for r in summary["paired"]}
-        lines += ["### Test Dice minus raw, paired by seed (seeds where the input beat raw)", "",
-                  "| input | " + " | ".join(f"N={n}" for n in pn) + " |", "|" + "---|" * (len(pn) + 1)]
-        for k in pk:
-            vals = []
-            for n in pn:
-                r = pc.get((k, n))
-                spread = f" +- {r['dice_minus_raw_std']:.3f}" if r is not None and r["seeds"] > 1 else ""
-                vals.append("" if r is None else f"{r['dice_minus_raw_mean']:+.3f}{spread} "
-                                                 f"({r['better_than_raw']}/{r['seeds']})")
-            lines.append(f"| {KIND_LABELS[k]} | " + " | ".join(vals) + " |")
-        lines.append("")
+    cell = {(r["protocol"], r["kind"], r["n_patches"]): r for r in summary["rows"]}
+    lines = [_settings_line(settings, summary), "", f"**Verdict:** {verdict['text']}.", ""]
+    protocols = [pr for pr in PROTOCOLS if any(r["protocol"] == pr for r in summary["rows"])]
+    for protocol in protocols:
+        kinds = [k for k in ALL_KINDS if (protocol, k) in {(r["protocol"], r["kind"]) for r in summary["rows"]}]
+        for metric, title in (("dice", "Test Dice"),
+                              ("surface_dice", f"Test surface Dice (tolerance {settings.surface_tolerance:g} voxels)")):
+            head = ["input"] + [f"N={n}" + ("" if verdict["per_n"].get(n, True) else " (inconclusive)") for n in ns]
+            lines += [f"### {title}, {PROTOCOL_LABELS[protocol]}", "", "| " + " | ".join(head) + " |",
+                      "|" + "---|" * len(head)]
+            for k in kinds:
+                vals = []
+                for n in ns:
+                    r = cell.get((protocol, k, n))
+                    vals.append("" if r is None else _mean_cell(r[metric + "_mean"], r[metric + "_std"], r["seeds"],
+                                                                 len(settings.seeds)))
+                lines.append(f"| {KIND_LABELS[k]} | " + " | ".join(vals) + " |")
+            if metric == "dice" and summary["rows"]:
+                bg = summary["rows"][0]["background_dice"]
+                fg = summary["rows"][0]["all_membrane_dice"]
+                lines.append("| all background | " + " | ".join(f"{bg:.3f}" for _ in ns) + " |")
+                lines.append("| all membrane (for scale) | " + " | ".join(f"{fg:.3f}" for _ in ns) + " |")
+            lines.append("")
+        paired = [r for r in summary.get("paired", []) if r["protocol"] == protocol]
+        if paired:
+            pn = sorted({r["n_patches"] for r in paired})
+            pk = [k for k in ALL_KINDS if any(r["kind"] == k for r in paired)]
+            pc = {(r["kind"], r["n_patches"]): r for r in paired}
+            lines += [f"### Dice minus raw, {PROTOCOL_LABELS[protocol]}: per test block, mean [95 % bootstrap "
+                      "interval over blocks x seeds] (seeds whose whole-tomogram Dice beat raw)", "",
+                      "| input | " + " | ".join(f"N={n}" for n in pn) + " |", "|" + "---|" * (len(pn) + 1)]
+            for k in pk:
+                vals = []
+                for n in pn:
+                    r = pc.get((k, n))
+                    if r is None:
+                        vals.append("")
+                    elif "block_diff_mean" in r:
+                        vals.append(f"{r['block_diff_mean']:+.3f} [{r['block_diff_low']:+.3f}, {r['block_diff_high']:+.3f}]"
+                                    f" ({r['better_than_raw']}/{r['seeds']})")
+                    else:
+                        spread = f" +- {r['dice_minus_raw_std']:.3f}" if r["seeds"] > 1 else ""
+                        vals.append(f"{r['dice_minus_raw_mean']:+.3f}{spread} ({r['better_than_raw']}/{r['seeds']})")
+                lines.append(f"| {KIND_LABELS[k]} | " + " | ".join(vals) + " |")
+            lines.append("")
     if summary["inputs"]:
         lines += ["### Prepared test inputs against the clean reconstruction", "",
-                  "| input | PSNR (dB) | SSIM | note |", "|---|---|---|---|"]
+                  "| input | PSNR (dB) | SSIM | seconds per tomogram | note |", "|---|---|---|---|---|"]
         for r in summary["inputs"]:
             notes = [f"sigma {', '.join(f'{s:g}' for s in r['sigmas'])} voxels"] if r["sigmas"] else []
             if r["seeds"] != len(settings.seeds):
@@ -867,7 +933,8 @@ def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapp
             spread = r["seeds"] > 1
             lines.append(f"| {KIND_LABELS.get(r['kind'], r['kind'])} | {r['psnr_mean']:.2f}"
                          + (f" +- {r['psnr_std']:.2f}" if spread else "") + f" | {r['ssim_mean']:.3f}"
-                         + (f" +- {r['ssim_std']:.3f}" if spread else "") + f" | {'; '.join(notes)} |")
+                         + (f" +- {r['ssim_std']:.3f}" if spread else "")
+                         + f" | {r['prepare_seconds_mean']:.0f} | {'; '.join(notes)} |")
         lines.append("")
     if unavailable:
         lines += ["Not run:", ""] + [f"* {KIND_LABELS.get(k, k)}: {v}" for k, v in unavailable.items()] + [""]
@@ -875,31 +942,35 @@ def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapp
 
 
 def plot_dice(summary: dict, path, settings: ExperimentSettings | None = None) -> Path:
-    """PNG: Dice and surface Dice against N (log2 axis), one line per input kind, error bars = std."""
+    """PNG: test Dice against N (log2 axis), one panel per protocol, one line per input kind,
+    error bars = std over seeds."""
     from matplotlib.figure import Figure
 
     path = Path(path)
-    fig = Figure(figsize=(10, 4), dpi=110)
-    axes = fig.subplots(1, 2)
-    for ax, metric, title in ((axes[0], "dice", "test Dice"), (axes[1], "surface_dice", "test surface Dice")):
+    protocols = [pr for pr in PROTOCOLS if any(r["protocol"] == pr for r in summary["rows"])]
+    fig = Figure(figsize=(5.5 * len(protocols), 4.2), dpi=110)
+    axes = np.atleast_1d(fig.subplots(1, len(protocols)))
+    ns = sorted({r["n_patches"] for r in summary["rows"]})
+    for ax, protocol in zip(axes, protocols):
         for kind in ALL_KINDS:
-            rows = sorted((r for r in summary["rows"] if r["kind"] == kind), key=lambda r: r["n_patches"])
+            rows = sorted((r for r in summary["rows"] if r["kind"] == kind and r["protocol"] == protocol),
+                          key=lambda r: r["n_patches"])
             if not rows:
                 continue
-            ax.errorbar([r["n_patches"] for r in rows], [r[metric + "_mean"] for r in rows],
-                        yerr=[r[metric + "_std"] for r in rows], marker="o", capsize=3, label=KIND_LABELS[kind])
+            ax.errorbar([r["n_patches"] for r in rows], [r["dice_mean"] for r in rows],
+                        yerr=[r["dice_std"] for r in rows], marker="o", capsize=3, label=KIND_LABELS[kind])
         ax.set_xscale("log", base=2)
-        ns = sorted({r["n_patches"] for r in summary["rows"]})
         ax.set_xticks(ns)
         ax.set_xticklabels([str(n) for n in ns])
         ax.set_xlabel("training patches N")
-        ax.set_ylabel(title)
+        ax.set_ylabel("test Dice")
+        ax.set_title(PROTOCOL_LABELS[protocol], fontsize=10)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].legend(fontsize=7, loc="lower right")
     if settings is not None:
-        fig.suptitle(f"membrane segmentation vs training patches ({settings.size}: {settings.patch_size}^3 patches, "
-                     f"{settings.iterations} iterations, {len(settings.seeds)} seed(s))", fontsize=10)
+        fig.suptitle(f"membrane segmentation, setting {settings.setting} ({settings.size}: {settings.patch_size}^3 "
+                     f"patches, {settings.iterations} iterations, {len(settings.seeds)} seed(s))", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
@@ -910,3 +981,33 @@ def plot_dice(summary: dict, path, settings: ExperimentSettings | None = None) -
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+EXPORT_FIELDS = ["setting", "protocol", "kind", "sigma", "seed", "n_patches", "dice", "surface_dice", "input_psnr",
+                 "input_ssim", "prepare_seconds", "train_seconds", "predict_seconds"]
+
+
+def export_results(folders: Sequence[str | os.PathLike], path: str | os.PathLike,
+                   blocks_path: str | os.PathLike | None = None) -> dict:
+    """One machine-readable table of several experiment folders (e.g. one per simulation setting):
+    a row per (setting, protocol, kind, seed, N) with its Dice, surface Dice and the prepared test
+    input's PSNR/SSIM and sigma (:data:`EXPORT_FIELDS`); ``blocks_path`` also gets the per-block
+    Dice of all folders. Returns ``{"rows": n, "blocks": m}``.
+    """
+    rows, block_rows = [], []
+    for folder in map(Path, folders):
+        config = folder / "experiment.json"
+        if not config.is_file():
+            raise CetMonaiError(f"{folder}: not an experiment folder (no experiment.json)")
+        setting = json.loads(config.read_text())["settings"].get("setting", "standard")
+        inputs = {(int(r["seed"]), r["kind"]): r for r in _read_csv(folder / "inputs.csv")}
+        for r in _read_csv(folder / "runs.csv"):
+            i = inputs.get((int(r["seed"]), r["kind"]), {})
+            rows.append({**r, "setting": r.get("setting") or setting, "sigma": i.get("sigma", ""),
+                         "input_psnr": i.get("psnr", ""), "input_ssim": i.get("ssim", ""),
+                         "prepare_seconds": i.get("prepare_seconds", "")})
+        block_rows += [{**b, "setting": b.get("setting") or setting} for b in _read_csv(folder / "blocks.csv")]
+    _write_csv(Path(path), rows, EXPORT_FIELDS)
+    if blocks_path is not None:
+        _write_csv(Path(blocks_path), block_rows, BLOCK_FIELDS)
+    return {"rows": len(rows), "blocks": len(block_rows)}
