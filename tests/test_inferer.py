@@ -224,7 +224,7 @@ def test_bernoulli_block_fourier_masks_keep_the_intensity_scale():
     from cet_monai.inferers.samplers import FourierSampler
 
     x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
-    sampler = FourierSampler(num_versions=256, masks="seed", keep_prob=0.5, flip_prob=0.1, block_scale=2)
+    sampler = FourierSampler(num_versions=256, masks="bernoulli", keep_prob=0.5, flip_prob=0.1, block_scale=2)
     versions, aux = sampler.versions(x, torch.Generator().manual_seed(1))
     preds = versions.unsqueeze(0)  # identity network, T = 1
     plain = preds.mean(dim=(0, 1))

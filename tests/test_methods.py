@@ -146,7 +146,7 @@ def test_fourier_pairings_build_what_their_settings_say(source):
     assert type(whole.inferer(slab_voxels=10)).__name__ == "FourierSplitInferer"  # never slabbed: it needs the whole FFT
     assert type(per_patch.inferer(slab_voxels=10)).__name__ == "SlabInferer"
     pool = FourierMasks(sampling="pool", pool_kind="masks", pool_size=3)
-    assert pool.masks == "seed" and not pool.whole_split and len(pool.pool(source, seed=0)) == 3
+    assert pool.masks == "bernoulli" and not pool.whole_split and len(pool.pool(source, seed=0)) == 3
 
 
 def _dollar_strings(node):

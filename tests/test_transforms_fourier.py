@@ -14,13 +14,13 @@ from cet_monai.transforms import (
     RandFourierPair,
     RandFourierPaird,
     combine_split_predictions,
-    expected_seed_mask,
+    expected_bernoulli_mask,
     fourier_versions,
     hermitian_symmetrize,
     is_hermitian_consistent,
     measured_mask,
     missing_wedge_mask,
-    seed_fourier_mask,
+    bernoulli_fourier_mask,
     split_fourier_mask,
 )
 
@@ -43,7 +43,7 @@ def _corr(a, b):
 @pytest.mark.parametrize("shape", [(8, 8, 8), (7, 9, 11), (6, 5, 8), (32, 32, 8)])
 def test_masks_are_hermitian_consistent(shape):
     rng = np.random.RandomState(0)
-    assert is_hermitian_consistent(seed_fourier_mask(rng, shape, block_scale=2), shape[-1])
+    assert is_hermitian_consistent(bernoulli_fourier_mask(rng, shape, block_scale=2), shape[-1])
     assert is_hermitian_consistent(split_fourier_mask(rng, shape), shape[-1])
     assert is_hermitian_consistent(split_fourier_mask(rng, shape, block_size=2), shape[-1])
     assert is_hermitian_consistent(missing_wedge_mask(shape), shape[-1])
@@ -205,7 +205,7 @@ def test_seed_masks_white_noise_correlation_is_positive():
     shape = (1, 32, 32, 32)
     rs_patch = [_corr(a, b) for a, b in RandFourierPair(mode="patch", num_samples=8).set_random_state(0).draw(_noise(shape))]
     x = _noise(shape, 9)
-    pool = FourierSamplePool(x, num_samples=16, kind="seed", seed=0, storage="ram")
+    pool = FourierSamplePool(x, num_samples=16, kind="bernoulli", seed=0, storage="ram")
     t = RandFourierPair(mode="pool", pool=pool, num_samples=8).set_random_state(0)
     rs_pool = [_corr(a, b) for a, b in t.draw(torch.as_tensor(x), patch_start=(0, 0, 0))]
     print(f"seed corr patch: {np.mean(rs_patch):.3f}, pool: {np.mean(rs_pool):.3f}")
@@ -222,13 +222,13 @@ def test_seed_expected_sample_monte_carlo():
     pairs = RandFourierPair(mode="patch", num_samples=n, block_scale=2).set_random_state(3).draw(x)
     samples = torch.stack([a.as_tensor() for a, _ in pairs] + [b.as_tensor() for _, b in pairs]).double()
     mean, se = samples.mean(0), samples.std(0) / np.sqrt(samples.shape[0])
-    ew = expected_seed_mask(shape[1:])
+    ew = expected_bernoulli_mask(shape[1:])
     expected = torch.fft.irfftn(torch.fft.rfftn(x.double(), dim=DIMS) * ew, s=shape[1:], dim=DIMS)
     z = ((mean - expected) / se).abs().max().item()
     assert z < 5.0, z
     # and the mask mean itself
     rng = np.random.RandomState(0)
-    masks = torch.stack([seed_fourier_mask(rng, shape[1:], block_scale=2) for i in range(2 * n)])
+    masks = torch.stack([bernoulli_fourier_mask(rng, shape[1:], block_scale=2) for i in range(2 * n)])
     zm = ((masks.double().mean(0) - ew) / (masks.double().std(0) / np.sqrt(2 * n) + 1e-12)).abs().max().item()
     assert zm < 5.0, zm
 
@@ -261,10 +261,10 @@ def test_split_energy_scaling_preserves_noise_variance():
 
 def test_pool_reads_match_recomputation_and_memmap(tmp_path):
     x = _noise((1, 12, 14, 10), 4) * 5 + 100
-    pool = FourierSamplePool(x, num_samples=4, kind="seed", seed=3, directory=tmp_path)
+    pool = FourierSamplePool(x, num_samples=4, kind="bernoulli", seed=3, directory=tmp_path)
     assert pool.path and pool.path.startswith(str(tmp_path)) and isinstance(pool._data, np.memmap)
     rng = np.random.RandomState(int(pool.sample_seeds[2]))
-    w = seed_fourier_mask(rng, x.shape[1:])
+    w = bernoulli_fourier_mask(rng, x.shape[1:])
     ref = torch.fft.irfftn(torch.fft.rfftn(torch.as_tensor(x[0])) * w, s=x.shape[1:]).numpy()
     got = pool.sample(2)[0]
     # float16 storage of the standardised sample: error ~ 5e-4 std per unit of |z|
@@ -294,7 +294,7 @@ def test_split_pool_pairs_are_complementary():
 
 def test_pool_mode_draws_distinct_members_and_average():
     x = _noise((1, 10, 10, 10))
-    pool = FourierSamplePool(x, num_samples=12, kind="seed", storage="ram")
+    pool = FourierSamplePool(x, num_samples=12, kind="bernoulli", storage="ram")
     t = RandFourierPair(mode="pool", pool=pool, num_samples=6)
     t.set_random_state(0)
     t.randomize((10, 10, 10), 6)
@@ -332,9 +332,9 @@ def test_fourier_versions_and_combine():
         assert is_hermitian_consistent(v.input_masks[k, 0, 0], 9)
     g = torch.Generator().manual_seed(1)
     for shape in [(8, 6, 10), (7, 5, 9)]:
-        assert is_hermitian_consistent(seed_fourier_mask(g, shape, block_scale=2), shape[-1])
+        assert is_hermitian_consistent(bernoulli_fourier_mask(g, shape, block_scale=2), shape[-1])
         assert is_hermitian_consistent(split_fourier_mask(g, shape, block_size=2), shape[-1])
-    vs = fourier_versions(x, 3, mode="seed", generator=1)
+    vs = fourier_versions(x, 3, mode="bernoulli", generator=1)
     assert vs.inputs.shape == (3, 2, 1, 12, 10, 9) and vs.input_masks is None
 
 
@@ -377,3 +377,15 @@ def test_plain_monai_compose_randomize_skips_instead_of_crashing(name):
     with pytest.raises(TypeError, match="spatial shape"):
         transform.randomize(x if name != "RandTomogramPatchd" else (x, None))
     assert compose(data) is not None
+
+
+def test_old_name_of_the_bernoulli_masks_is_refused_with_its_new_name():
+    from cet_monai.inferers.samplers import FourierSampler
+
+    x = torch.zeros(1, 1, 8, 8, 8)
+    with pytest.raises(ValueError, match="renamed 'bernoulli'"):
+        FourierSamplePool(np.zeros((8, 8, 8), np.float32), num_samples=2, kind="seed")
+    with pytest.raises(ValueError, match="renamed 'bernoulli'"):
+        FourierSampler(masks="seed")
+    with pytest.raises(ValueError, match="renamed 'bernoulli'"):
+        fourier_versions(x, 1, mode="seed")

@@ -213,7 +213,7 @@ class TomogramSource:
         if getattr(pairer, "mode", None) == "pool":
             # the pool is made of the training region only; the held-out region gets the same
             # family of masks drawn on its own spectrum (seed pool -> patch masks, split pool -> split)
-            pairer.mode = "split" if getattr(pairer.pool, "kind", "seed") == "split" else "patch"
+            pairer.mode = "split" if getattr(pairer.pool, "kind", "bernoulli") == "split" else "patch"
             pairer.pool = None
         items = pairing({"image": region})
         return [dict(i) for i in (items if isinstance(items, list) else [items])]

@@ -1,7 +1,7 @@
 """Whole-tomogram Fourier pool inference: the inference counterpart of a masked sample pool.
 
 A network trained on a :class:`~cet_monai.transforms.FourierSamplePool` of Bernoulli-block
-masks (``kind="seed"``: ``x_s = irfft(F * w_s)``, ``w_s = clip(ball + blocks, 1) * sign``, drawn
+masks (``kind="bernoulli"``: ``x_s = irfft(F * w_s)``, ``w_s = clip(ball + blocks, 1) * sign``, drawn
 on the whole tomogram's spectrum) has only ever seen crops of whole-tomogram masked copies: their
 blocks are ``block_scale`` coefficients of the *tomogram's* spectrum (1/8 to 1/16 of a
 64x128x128 band), and the speckle each mask leaves reaches across the whole volume. Masks drawn on
@@ -12,7 +12,7 @@ members of the training family on the whole tomogram and denoises each through t
 
     x_k = irfft(F * w_k);   z = irfft( FFT(1/(K*T) sum_k sum_t f_t(x_k)) / E[w](k) )
 
-where ``E[w](k)`` (:func:`~cet_monai.transforms.expected_seed_mask`) undoes the attenuation a
+where ``E[w](k)`` (:func:`~cet_monai.transforms.expected_bernoulli_mask`) undoes the attenuation a
 network trained on masked targets learns (0.3-0.8 by frequency), so ``z`` keeps the input's
 intensity scale. Memory: the tomogram's spectrum, one member, one prediction and the running
 mean, whatever ``K``; the whole FFT means this path is not slabbed.
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from monai.inferers import Inferer
 
-from cet_monai.transforms.fourier import FFT_DIMS, LowpassBall, expected_seed_mask, seed_fourier_mask
+from cet_monai.transforms.fourier import FFT_DIMS, LowpassBall, expected_bernoulli_mask, bernoulli_fourier_mask
 
 from .mc_inferer import IdentitySampler, MCDropoutInferer
 
@@ -76,7 +76,7 @@ class FourierPoolInferer(Inferer):
             must be the identity: the copies are made here).
         num_versions: K, whole-tomogram masked copies.
         keep_prob, block_scale, flip_prob, lowpass_fraction: the training pool's mask settings
-            (:class:`~cet_monai.transforms.FourierSamplePool`, ``kind="seed"``).
+            (:class:`~cet_monai.transforms.FourierSamplePool`, ``kind="bernoulli"``).
         seed: seeds the masks (a ``RandomState`` stream, as the pool's).
 
     Input ``(1, C, Z, Y, X)``, the whole normalised tomogram; output the same shape (or
@@ -114,7 +114,7 @@ class FourierPoolInferer(Inferer):
         rng = np.random.RandomState(self.seed)
         ball = LowpassBall(tuple(shape))
         for _ in range(self.num_versions):
-            yield seed_fourier_mask(rng, shape, self.keep_prob, self.block_scale, self.flip_prob, self.lowpass_fraction, device, ball)
+            yield bernoulli_fourier_mask(rng, shape, self.keep_prob, self.block_scale, self.flip_prob, self.lowpass_fraction, device, ball)
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs):
         if inputs.shape[0] != 1:
@@ -127,7 +127,7 @@ class FourierPoolInferer(Inferer):
             member = torch.fft.irfftn(spec * w, s=shape, dim=FFT_DIMS)[None]
             moments.add(self.window_inferer(member, network, *args, **kwargs))
             del member, w
-        expected = expected_seed_mask(shape, self.keep_prob, self.flip_prob, self.lowpass_fraction).to(x.device, torch.float32)
+        expected = expected_bernoulli_mask(shape, self.keep_prob, self.flip_prob, self.lowpass_fraction).to(x.device, torch.float32)
         mean = moments.mean().to(x.device)
         out = torch.fft.irfftn(torch.fft.rfftn(mean[0], dim=FFT_DIMS) / expected, s=shape, dim=FFT_DIMS)[None]
         std = moments.std()

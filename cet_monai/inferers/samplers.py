@@ -8,7 +8,7 @@
 * :class:`FourierSampler` (Fourier space): ``K`` Fourier versions of each window, made in the
   window's own spectrum (memory stays bounded by the window batch).
 
-  - ``masks="seed"``: Bernoulli-block masks with a kept low-frequency ball and sign flips;
+  - ``masks="bernoulli"``: Bernoulli-block masks with a kept low-frequency ball and sign flips;
     estimate = the mean of the ``K*T`` predictions, its spectrum divided by the masks' expected
     weight ``E[w](k)`` (so it keeps the input's intensity scale).
   - ``masks="split"``: the input half of a complementary split. With ``restrict=True``
@@ -61,7 +61,7 @@ class FourierSampler(WindowSampler):
 
     Args:
         num_versions: K.
-        masks: ``"split"`` (complementary split, input half) or ``"seed"`` (seed masks).
+        masks: ``"split"`` (complementary split, input half) or ``"bernoulli"`` (Bernoulli-block masks with a kept low-frequency ball and sign flips).
         restrict: split only: combine each prediction on the frequencies its input did not see.
         context: voxels of the tomogram around each window that the masks are drawn on (then
             cropped: :attr:`WindowSampler.context`); the training margin, so inference sees the
@@ -71,8 +71,10 @@ class FourierSampler(WindowSampler):
     """
 
     def __init__(self, num_versions: int = 4, masks: str = "split", restrict: bool = True, context: int = 0, **mask_options):
-        if masks not in ("split", "seed"):
-            raise ValueError(f"masks must be 'split' or 'seed', got {masks!r}")
+        if masks == "seed":
+            raise ValueError("FourierSampler masks 'seed' was renamed 'bernoulli' (Bernoulli-block masks)")
+        if masks not in ("split", "bernoulli"):
+            raise ValueError(f"masks must be 'split' or 'bernoulli', got {masks!r}")
         self.context = int(context)
         self.config = {"num_versions": int(num_versions), "masks": masks, "restrict": restrict, "context": self.context, **mask_options}
         self.num_versions = int(num_versions)
@@ -86,7 +88,7 @@ class FourierSampler(WindowSampler):
         return v.inputs, v
 
     def combine(self, predictions: torch.Tensor, aux) -> torch.Tensor:
-        if self.masks == "seed":
+        if self.masks == "bernoulli":
             return self._unattenuated(predictions.mean(dim=(0, 1)))
         mean_over_passes = predictions.mean(dim=0)  # (K, B, C, Z, Y, X)
         if self.restrict:
@@ -104,13 +106,13 @@ class FourierSampler(WindowSampler):
         included) times the estimate of the tomogram's: without this the output is a
         frequency-dependent attenuation of the input's intensity scale.
         """
-        from cet_monai.transforms.fourier import FFT_DIMS, expected_seed_mask
+        from cet_monai.transforms.fourier import FFT_DIMS, expected_bernoulli_mask
 
         shape = tuple(mean.shape[-3:])
         key = (shape, str(mean.device))
         if key not in self._expected_weight:  # once per window shape, not per batch of windows
             options = {k: self.mask_options[k] for k in ("keep_prob", "flip_prob", "lowpass_fraction") if k in self.mask_options}
-            self._expected_weight[key] = expected_seed_mask(shape, **options).to(device=mean.device, dtype=torch.float32)
+            self._expected_weight[key] = expected_bernoulli_mask(shape, **options).to(device=mean.device, dtype=torch.float32)
         spec = torch.fft.rfftn(mean.float(), dim=FFT_DIMS) / self._expected_weight[key]
         return torch.fft.irfftn(spec, s=shape, dim=FFT_DIMS).to(mean.dtype)
 

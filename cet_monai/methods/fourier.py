@@ -110,8 +110,8 @@ class FourierMasks(DenoisingMethod):
 
     @property
     def masks(self) -> str:
-        """Window masks at inference: ``split`` (complementary halves) or ``seed`` (Bernoulli blocks with flips)."""
-        return "split" if self.sampling == "split" or (self.sampling == "pool" and self.pool_kind == "split") else "seed"
+        """Window masks at inference: ``split`` (complementary halves) or ``bernoulli`` (Bernoulli blocks with flips)."""
+        return "split" if self.sampling == "split" or (self.sampling == "pool" and self.pool_kind == "split") else "bernoulli"
 
     def _mask_options(self) -> dict:
         return {"keep_prob": self.keep_prob, "flip_prob": self.flip_prob, "block_scale": self.block_scale,
@@ -129,7 +129,7 @@ class FourierMasks(DenoisingMethod):
         from cet_monai.transforms import FourierSamplePool
 
         return FourierSamplePool(tomogram=source.training_region(), num_samples=self.pool_size,
-                                 kind="split" if self.whole_split else "seed", seed=seed, **self._mask_options())
+                                 kind="split" if self.whole_split else "bernoulli", seed=seed, **self._mask_options())
 
     def training_pairing(self, source=None, seed: int = 0):
         from cet_monai.transforms import RandFourierPaird

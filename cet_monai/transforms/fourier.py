@@ -18,7 +18,7 @@ Two families of masks:
   upsampled by nearest neighbour with a random grid offset; ``sign`` is -1 with probability
   ``flip_prob`` per coefficient. Samples are not rescaled. Over masks,
   ``E[w(k)] = (1 - 2 q) * (P_ball(k) + (1 - P_ball(k)) * p)`` with ``p = keep_prob``,
-  ``q = flip_prob`` (:func:`expected_seed_mask`), hence ``E[sample] = irfftn(F * E[w])``: a
+  ``q = flip_prob`` (:func:`expected_bernoulli_mask`), hence ``E[sample] = irfftn(F * E[w])``: a
   smooth low-pass of ``x`` (0.8 at the lowest frequencies, 0.4 at the highest, by default).
   Input and target of a pair come from independent masks, so they share the ball and about a
   quarter of the other coefficients: their noise is correlated.
@@ -90,8 +90,8 @@ __all__ = [
     "missing_wedge_mask",
     "measured_mask",
     "LowpassBall",
-    "seed_fourier_mask",
-    "expected_seed_mask",
+    "bernoulli_fourier_mask",
+    "expected_bernoulli_mask",
     "split_fourier_mask",
     "split_weights",
     "shared_lowpass_mask",
@@ -183,7 +183,7 @@ def _measured_cached(shape: tuple, tilt_range_deg, tilt_axis) -> torch.Tensor | 
 
 
 class LowpassBall:
-    """Radii of the low-pass ball of seed masks for one spatial shape.
+    """Radii of the low-pass ball of Bernoulli-block masks for one spatial shape.
 
     ``rho2`` is the squared frequency radius (cycles/voxel) of every half-spectrum coefficient;
     the ball holding a fraction ``f`` of the ``N`` half-spectrum coefficients is
@@ -251,7 +251,7 @@ def _check_fraction_range(lowpass_fraction) -> tuple[float, float]:
 # ------------------------------------------------------------------ masks
 
 
-def seed_fourier_mask(
+def bernoulli_fourier_mask(
     rng: RNG,
     shape: Sequence[int],
     keep_prob: float = 0.5,
@@ -286,17 +286,17 @@ def seed_fourier_mask(
     return out.to(device) if device is not None else out
 
 
-def expected_seed_mask(
+def expected_bernoulli_mask(
     shape: Sequence[int],
     keep_prob: float = 0.5,
     flip_prob: float = 0.1,
     lowpass_fraction: tuple[float, float] = (0.05, 0.10),
     quantized: bool = True,
 ) -> torch.Tensor:
-    """``E[w]`` over seed masks: ``(1 - 2q) * (P_ball + (1 - P_ball) * p)``, float64 ``(Z, Y, X//2+1)``.
+    """``E[w]`` over Bernoulli-block masks: ``(1 - 2q) * (P_ball + (1 - P_ball) * p)``, float64 ``(Z, Y, X//2+1)``.
 
     ``quantized=True`` uses the probabilities RandomState draws realise (1/65536 steps).
-    ``E[sample] = irfftn(F * expected_seed_mask(...))`` (then cropped, for per-patch samples).
+    ``E[sample] = irfftn(F * expected_bernoulli_mask(...))`` (then cropped, for per-patch samples).
     """
     p = quantized_prob(keep_prob) if quantized else float(keep_prob)
     q = quantized_prob(flip_prob) if quantized else float(flip_prob)
@@ -442,10 +442,10 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
     """Noise2Noise input/target pairs made in Fourier space from one tomogram.
 
     Args:
-        mode: ``"patch"``: seed masks applied to the spectrum of each (margin-padded) patch,
+        mode: ``"patch"``: Bernoulli-block masks applied to the spectrum of each (margin-padded) patch,
             on the fly; ``"split"``: complementary split masks per patch; ``"pool"``: read the
             pair from a precomputed :class:`~cet_monai.transforms.FourierSamplePool` (whose
-            ``kind``, ``"seed"`` or ``"split"``, decides the masks, and whose own mask
+            ``kind``, ``"bernoulli"`` or ``"split"``, decides the masks, and whose own mask
             parameters apply; the mask arguments below are then unused) at the patch position.
         num_samples: M, the number of pairs :meth:`draw` returns.
         pool: the :class:`FourierSamplePool` (mode ``"pool"`` only).
@@ -453,11 +453,11 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
             ints). None: read ``patch_margin`` from the image's metadata (as written by
             :class:`RandTomogramPatchd`), 0 if absent. In pool mode it only fixes the size of the
             central patch (image spatial shape minus twice the margin).
-        keep_prob: seed masks: block keep probability; split masks: fraction of measured
+        keep_prob: Bernoulli-block masks: block keep probability; split masks: fraction of measured
             coefficients given to the input.
-        block_scale: seed masks: block edge length in half-spectrum coefficients.
-        flip_prob: seed masks: probability that a coefficient's sign is flipped.
-        lowpass_fraction: seed masks: ``(low, high)`` range of the fraction of half-spectrum
+        block_scale: Bernoulli-block masks: block edge length in half-spectrum coefficients.
+        flip_prob: Bernoulli-block masks: probability that a coefficient's sign is flipped.
+        lowpass_fraction: Bernoulli-block masks: ``(low, high)`` range of the fraction of half-spectrum
             coefficients inside the always-kept low-pass ball.
         split_block_size: split masks: edge length of the blocks that go to one half together
             (1 = per coefficient).
@@ -539,7 +539,7 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
         self.keep_dc = bool(keep_dc)
         self.average = bool(average)
         if self.is_split and self.average:
-            raise ValueError("average=True would mix the halves of different splits; use it with seed masks only.")
+            raise ValueError("average=True would mix the halves of different splits; use it with Bernoulli-block masks only.")
         if mode == "split":
             split_scales(keep_prob, scaling)  # validates
         self.dtype = dtype
@@ -571,7 +571,7 @@ class RandFourierPair(RandomizableTransform, MultiSampleTrait):
         if self.mode == "patch":
             ball = lowpass_ball(shape)
             masks = [
-                seed_fourier_mask(
+                bernoulli_fourier_mask(
                     self.R, shape, self.keep_prob, self.block_scale, self.flip_prob, self.lowpass_fraction, ball=ball
                 )
                 for _ in range(2 * n)
@@ -830,8 +830,8 @@ class FourierVersions(NamedTuple):
     * ``input_weights``: ``(K, B, 1, Z, Y, X//2+1)`` float32 spectral weights each input was
       made with (seed: the mask in {-1, 0, 1}; split: ``w_in``, scale included).
     * ``input_masks``: split only, ``(K, B, 1, Z, Y, X//2+1)`` bool, ``True`` where the input
-      saw the coefficient (``m & measured``, plus DC with ``keep_dc``); None for seed masks.
-    * ``target_scale``: ``c_t`` of the split (1.0 for seed masks): a network trained on split
+      saw the coefficient (``m & measured``, plus DC with ``keep_dc``); None for Bernoulli-block masks.
+    * ``target_scale``: ``c_t`` of the split (1.0 for Bernoulli-block masks): a network trained on split
       pairs predicts ``c_t * signal`` on the coefficients its input did not see.
     """
 
@@ -864,26 +864,29 @@ def fourier_versions(
         x: ``(B, C, Z, Y, X)`` torch tensor; everything is computed on ``x.device``.
         num_versions: K.
         mode: ``"split"`` (input half of a split; see :func:`combine_split_predictions`) or
-            ``"seed"`` (seed masks, as in modes ``"patch"``/``"pool"``).
+            ``"bernoulli"`` (Bernoulli-block masks with a kept low-frequency ball and sign flips, as
+            in modes ``"patch"``/``"pool"``).
         generator: ``torch.Generator`` (masks drawn on its device; put it on ``x.device``),
             ``numpy.random.RandomState``, int seed or None. Other arguments as in
             :class:`RandFourierPair`. Each window gets its own K masks (shared by its channels).
     """
     if x.ndim != 5:
         raise ValueError(f"expected (B, C, Z, Y, X), got {tuple(x.shape)}.")
-    if mode not in ("split", "seed"):
-        raise ValueError(f"mode must be 'split' or 'seed', got {mode!r}.")
+    if mode == "seed":
+        raise ValueError("fourier_versions mode 'seed' was renamed 'bernoulli' (Bernoulli-block masks)")
+    if mode not in ("split", "bernoulli"):
+        raise ValueError(f"mode must be 'split' or 'bernoulli', got {mode!r}.")
     rng = as_rng(generator)
     k_, b_ = int(num_versions), x.shape[0]
     shape = tuple(x.shape[-3:])
     dev = x.device
     weights, masks = [], []
     target_scale = 1.0
-    if mode == "seed":
+    if mode == "bernoulli":
         ball = lowpass_ball(shape)
         for _ in range(k_ * b_):
             weights.append(
-                seed_fourier_mask(rng, shape, keep_prob, block_scale, flip_prob, lowpass_fraction, dev, ball=ball)
+                bernoulli_fourier_mask(rng, shape, keep_prob, block_scale, flip_prob, lowpass_fraction, dev, ball=ball)
             )
     else:
         measured = _measured_cached(shape, tilt_range_deg, tilt_axis)

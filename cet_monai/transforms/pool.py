@@ -27,7 +27,7 @@ from .fourier import (
     _check_fraction_range,
     _tilt_axis_index,
     measured_mask,
-    seed_fourier_mask,
+    bernoulli_fourier_mask,
     split_fourier_mask,
     split_scales,
     shared_lowpass_mask,
@@ -70,7 +70,7 @@ class FourierSamplePool:
             One channel at a time is copied to float32 for its FFT.
         num_samples: S, pool size (default 40). ``kind="split"`` needs an even S: members
             ``2i`` and ``2i+1`` are the two halves of split ``i``.
-        kind: ``"seed"`` (seed masks ``clip(ball + blocks, 1) * sign``) or ``"split"``
+        kind: ``"bernoulli"`` (Bernoulli-block masks with a kept low-frequency ball and sign flips, ``clip(ball + blocks, 1) * sign``) or ``"split"``
             (complementary masks over the measured coefficients, scaled by ``scaling``).
         seed: seed of the pool's own random stream. Sample ``s`` uses a
             ``RandomState`` seeded from it, so any sample can be regenerated alone.
@@ -84,13 +84,13 @@ class FourierSamplePool:
     After construction, :meth:`read` returns float32 patches; nothing else is recomputed.
     """
 
-    KINDS = ("seed", "split")
+    KINDS = ("bernoulli", "split")
 
     def __init__(
         self,
         tomogram,
         num_samples: int = 40,
-        kind: str = "seed",
+        kind: str = "bernoulli",
         seed: int = 0,
         keep_prob: float = 0.5,
         block_scale: int = 8,
@@ -106,6 +106,9 @@ class FourierSamplePool:
         directory: str | os.PathLike | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
+        if kind == "seed":
+            raise ValueError("FourierSamplePool kind 'seed' was renamed 'bernoulli' (Bernoulli-block masks with a "
+                             "kept low-frequency ball and sign flips)")
         if kind not in self.KINDS:
             raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}.")
         if storage not in ("memmap", "ram"):
@@ -170,9 +173,9 @@ class FourierSamplePool:
 
     def _members(self, rng_seed: int, shape, measured, ball, device):
         rng = np.random.RandomState(int(rng_seed))
-        if self.kind == "seed":
+        if self.kind == "bernoulli":
             return [
-                seed_fourier_mask(
+                bernoulli_fourier_mask(
                     rng, shape, self.keep_prob, self.block_scale, self.flip_prob, self.lowpass_fraction, device, ball
                 )
             ]
@@ -196,7 +199,7 @@ class FourierSamplePool:
 
     def _build(self, tomogram, device: torch.device) -> None:
         shape = self.spatial_shape
-        ball = LowpassBall(shape) if self.kind == "seed" else None
+        ball = LowpassBall(shape) if self.kind == "bernoulli" else None
         measured = measured_mask(shape, self.tilt_range_deg, self.tilt_axis, device) if self.kind == "split" else None
         out = torch.empty(shape, dtype=torch.float32, device=device)
         for c in range(self.channels):
@@ -225,7 +228,7 @@ class FourierSamplePool:
 
     @property
     def num_pairs(self) -> int:
-        """Number of complementary pairs (kind ``"split"``); 0 for seed pools."""
+        """Number of complementary pairs (kind ``"split"``); 0 for Bernoulli-mask pools."""
         return self.num_samples // 2 if self.kind == "split" else 0
 
     @property
