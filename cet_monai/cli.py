@@ -286,23 +286,10 @@ def _bundle_defaults(method: str) -> dict:
 
 
 def _check_iterations(method: str, overrides: dict) -> None:
-    """Whole epochs only: fewer iterations than an epoch shorten the epoch; a budget that is not a
-    whole number of epochs is refused (it was silently rounded down), naming the ways out."""
-    if "iterations" not in overrides:
-        return
-    iterations = int(overrides["iterations"])
-    if iterations < 1:
-        raise CetMonaiError(f"--iterations must be >= 1, got {iterations}")
-    epoch = overrides.get("epoch_length", _bundle_defaults(method).get("epoch_length", 1))
-    epoch = int(epoch) if not isinstance(epoch, str) else iterations
-    if iterations < epoch:
-        overrides["epoch_length"] = iterations
-    elif iterations % epoch:
-        lo, hi = iterations // epoch * epoch, (iterations // epoch + 1) * epoch
-        raise CetMonaiError(
-            f"--iterations {iterations} is not a whole number of epochs of {epoch} iterations (the method's "
-            f"epoch_length): use {lo} or {hi}, or --set epoch_length=N with N dividing {iterations}"
-        )
+    """:func:`cet_monai.workflows.check_iterations` with the command-line option's name."""
+    from cet_monai.workflows import check_iterations
+
+    check_iterations(method, overrides, option="--iterations")
 
 
 def _check_save_std(method: str, overrides: dict) -> None:

@@ -114,6 +114,34 @@ def make_workflow(bundle: str, configs: Sequence[str] = ("train.yaml",), workflo
     return workflow
 
 
+def check_iterations(method: str, overrides: dict, option: str = "iterations") -> None:
+    """Whole epochs only, for ``overrides["iterations"]`` (changed in place): fewer iterations than
+    an epoch shorten the epoch; a budget that is not a whole number of epochs is refused, naming the
+    ways out (the bundle's ``max_epochs = iterations // epoch_length`` would round it silently:
+    20 iterations with an epoch of 50 ran 50). ``option`` names the setting in the message."""
+    if "iterations" not in overrides:
+        return
+    import yaml
+
+    iterations = int(overrides["iterations"])
+    if iterations < 1:
+        raise CetMonaiError(f"{option} must be >= 1, got {iterations}")
+    with open(config_file(METHODS[method])) as f:
+        default = (yaml.safe_load(f) or {}).get("epoch_length", 1)
+    epoch = overrides.get("epoch_length", default)
+    if isinstance(epoch, str):  # an expression: the bundle decides
+        return
+    epoch = int(epoch)
+    if iterations < epoch:
+        overrides["epoch_length"] = iterations
+    elif iterations % epoch:
+        lo, hi = iterations // epoch * epoch, (iterations // epoch + 1) * epoch
+        raise CetMonaiError(
+            f"{option} {iterations} is not a whole number of epochs of {epoch} iterations (the method's "
+            f"epoch_length): use {lo} or {hi}, or set epoch_length to a number dividing {iterations}"
+        )
+
+
 def train(method: str = "recorrupted", tomogram=None, output_dir: str | os.PathLike = "runs", extra_configs: Sequence[str] = (), **overrides):
     """Fit the self-supervised model of ``method`` on one tomogram; returns the finished workflow.
 
@@ -131,6 +159,8 @@ def train(method: str = "recorrupted", tomogram=None, output_dir: str | os.PathL
     """
     if method not in METHODS:
         raise CetMonaiError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    overrides = dict(overrides)
+    check_iterations(method, overrides)
     workflow = make_workflow(
         METHODS[method], ("train.yaml", *extra_configs), "train", tomogram=None if tomogram is None else str(tomogram), output_dir=str(output_dir), **overrides
     )

@@ -40,3 +40,16 @@ def test_pool_sampling_validates_without_a_reference(sim, pool_kind):
     out = denoise_volume(sim.noisy, method="fourier", sampling="pool", pool_kind=pool_kind,
                          **{**TINY, "pool_size": 4})
     assert out.shape == sim.noisy.shape and np.isfinite(out).all()
+
+
+def test_train_refuses_a_budget_that_is_not_whole_epochs():
+    """The Python API checks the budget as the CLI does (the bundle would round it silently)."""
+    from cet_monai.workflows import check_iterations, train
+
+    with pytest.raises(CetMonaiError, match="not a whole number of epochs of 50 iterations.*use 50 or 100"):
+        train("recorrupted", iterations=70)
+    overrides = {"iterations": 20}
+    check_iterations("recorrupted", overrides)
+    assert overrides == {"iterations": 20, "epoch_length": 20}   # a short budget shortens the epoch
+    with pytest.raises(CetMonaiError, match="iterations must be >= 1"):
+        check_iterations("fourier", {"iterations": 0})
