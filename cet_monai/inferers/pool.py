@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from monai.inferers import Inferer
 
-from cet_monai.transforms.fourier import FFT_DIMS, LowpassBall, expected_bernoulli_mask, bernoulli_fourier_mask
+from cet_monai.transforms.fourier_masks import FFT_DIMS, LowpassBall, bernoulli_fourier_mask, expected_bernoulli_mask
 
 from .mc_inferer import IdentitySampler, MCDropoutInferer
 

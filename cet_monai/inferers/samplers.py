@@ -106,7 +106,7 @@ class FourierSampler(WindowSampler):
         included) times the estimate of the tomogram's: without this the output is a
         frequency-dependent attenuation of the input's intensity scale.
         """
-        from cet_monai.transforms.fourier import FFT_DIMS, expected_bernoulli_mask
+        from cet_monai.transforms.fourier_masks import FFT_DIMS, expected_bernoulli_mask
 
         shape = tuple(mean.shape[-3:])
         key = (shape, str(mean.device))

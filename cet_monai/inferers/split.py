@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from monai.inferers import Inferer
 
-from cet_monai.transforms.fourier import FFT_DIMS, measured_mask, shared_lowpass_mask, split_fourier_mask, split_scales, split_weights
+from cet_monai.transforms.fourier_masks import FFT_DIMS, measured_mask, shared_lowpass_mask, split_fourier_mask, split_scales, split_weights
 
 from .mc_inferer import IdentitySampler, MCDropoutInferer
 from .pool import VersionMoments

@@ -7,11 +7,12 @@ voxel size, seeds and simulation mode.
 
 ``standard`` is the original setting: its raw segmentation is already near its ceiling, so it
 cannot show what denoising adds. The hard settings combine what makes real segmentation hard
-(raw test Dice about 0.4-0.5 with 8 training patches, measured in ``docs/segmentation.md``):
+(raw test Dice about 0.4-0.55 with 2-32 training patches, measured in ``docs/segmentation.md``):
 
 * low dose (SNR 0.02), a CTF with 4-5 um underfocus (phase flips from ~2 nm on, not corrected),
-* crowded cytoplasm: three times the default density of macromolecular complexes, many of them
-  touching membranes,
+* crowded cytoplasm: three times the default density of macromolecular complexes (72 asked for per
+  64x128x128 voxels of 10 A; the simulator places them without overlapping each other or a
+  membrane and skips those that find no room: 50-62 were placed in the test tomograms checked),
 * thin bilayers labelled as the bilayer only (leaflets 30 A apart, 12 A wide: a label of 4.4 nm),
 * membranes in every orientation (vesicles, a curved sheet): face-on parts are the ones the
   missing wedge erases,

@@ -21,7 +21,7 @@ import torch
 from monai.utils import MAX_SEED
 
 from ._utils import check_prob, quantized_prob
-from .fourier import (
+from .fourier_masks import (
     FFT_DIMS,
     LowpassBall,
     _check_fraction_range,
