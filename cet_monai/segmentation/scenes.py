@@ -5,11 +5,12 @@ geometry) of every simulated tomogram of one experiment, passed to
 :func:`cet_monai.data.simulate_tomogram`. The experiment (:mod:`.experiment`) adds the shape,
 voxel size, seeds and simulation mode.
 
-``standard`` is the original setting: its raw segmentation is already near its ceiling, so it
-cannot show what denoising adds. The hard settings combine what makes real segmentation hard
+``standard`` is the original setting (in the earlier, larger grid of 48^3 patches from four
+training tomograms, its raw Dice was 0.8: too close to its ceiling to show what denoising adds). The hard settings combine what makes real segmentation hard
 (raw test Dice about 0.4-0.55 with 2-32 training patches, measured in ``docs/segmentation.md``):
 
-* low dose (SNR 0.02), a CTF with 4-5 um underfocus (phase flips from ~2 nm on, not corrected),
+* low dose (SNR 0.02), a CTF with 4-5 um underfocus at 300 kV, not corrected (first zero at 2.8 /
+  3.2 nm with 10 A voxels: contrast inverted between there and Nyquist),
 * crowded cytoplasm: three times the default density of macromolecular complexes (72 asked for per
   64x128x128 voxels of 10 A; the simulator places them without overlapping each other or a
   membrane and skips those that find no room: 50-62 were placed in the test tomograms checked),
