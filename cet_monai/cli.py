@@ -8,7 +8,6 @@ problem); 1 an unexpected error (with its traceback); 130 interrupted (Ctrl-C); 
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import logging
 import math
@@ -273,16 +272,11 @@ def _training_overrides(args) -> dict:
     return o
 
 
-@functools.lru_cache(maxsize=None)
 def _bundle_defaults(method: str) -> dict:
-    """The plain values of the method's training config (``train.yaml`` read as YAML, once per
-    method; callers only read it)."""
-    import yaml
+    """:func:`cet_monai.workflows.bundle_defaults` (read once per method)."""
+    from cet_monai.workflows import bundle_defaults
 
-    from cet_monai.workflows import METHODS, config_file
-
-    with open(config_file(METHODS[method])) as f:
-        return yaml.safe_load(f)
+    return bundle_defaults(method)
 
 
 def _check_iterations(method: str, overrides: dict) -> None:

@@ -9,6 +9,7 @@ what ``cet-monai denoise`` does.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -114,6 +115,16 @@ def make_workflow(bundle: str, configs: Sequence[str] = ("train.yaml",), workflo
     return workflow
 
 
+@functools.lru_cache(maxsize=None)
+def bundle_defaults(method: str) -> dict:
+    """The plain values of the method's training config (``train.yaml`` read as YAML, once per
+    method; callers only read it)."""
+    import yaml
+
+    with open(config_file(METHODS[method])) as f:
+        return yaml.safe_load(f) or {}
+
+
 def check_iterations(method: str, overrides: dict, option: str = "iterations") -> None:
     """Whole epochs only, for ``overrides["iterations"]`` (changed in place): fewer iterations than
     an epoch shorten the epoch; a budget that is not a whole number of epochs is refused, naming the
@@ -121,14 +132,10 @@ def check_iterations(method: str, overrides: dict, option: str = "iterations") -
     20 iterations with an epoch of 50 ran 50). ``option`` names the setting in the message."""
     if "iterations" not in overrides:
         return
-    import yaml
-
     iterations = int(overrides["iterations"])
     if iterations < 1:
         raise CetMonaiError(f"{option} must be >= 1, got {iterations}")
-    with open(config_file(METHODS[method])) as f:
-        default = (yaml.safe_load(f) or {}).get("epoch_length", 1)
-    epoch = overrides.get("epoch_length", default)
+    epoch = overrides.get("epoch_length", bundle_defaults(method).get("epoch_length", 1))
     if isinstance(epoch, str):  # an expression: the bundle decides
         return
     epoch = int(epoch)

@@ -547,7 +547,7 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
         label_patches = cut_patches_multi([s.labels for s in train_sims], corners, p)
         raw_nets: dict[int, tuple[torch.nn.Module, float]] = {}
 
-        def train_net(kind, image_patches, n):
+        def train_net(image_patches, n):
             t1 = time.perf_counter()
             net = train_on_patches(image_patches[:n], label_patches[:n], spec, settings.iterations,
                                    settings.batch_size, settings.learning_rate, settings.weight_decay,
@@ -568,7 +568,7 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
 
                 vols = [_prepared(out, seed, "raw", f"train{i}", PrepareRaw(), s)[0] for i, s in enumerate(train_sims)]
                 norm = [TomogramNormalizer(*spec.percentiles).fit_transform(v).astype(np.float32) for v in vols]
-                raw_nets[n] = train_net("raw", cut_patches_multi(norm, corners, p), n)
+                raw_nets[n] = train_net(cut_patches_multi(norm, corners, p), n)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
                 torch.save(raw_nets[n][0].state_dict(), tmp)
@@ -601,6 +601,7 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
                     + (f" (sigma {info['sigma']})" if "sigma" in info else "") + f" ({seconds:.0f} s to prepare)")
             test_norm = TomogramNormalizer(*spec.percentiles).fit_transform(test_vol).astype(np.float32)
             image_patches = None
+            raw_probs: dict[int, np.ndarray] = {}
             for protocol, n in todo:
                 if protocol == "raw_trained" or kind == "raw":
                     net, train_seconds = raw_net(n)
@@ -609,12 +610,17 @@ def run_experiment(settings: ExperimentSettings | str = "reduced", out: str | os
                         train_norm = [TomogramNormalizer(*spec.percentiles).fit_transform(v).astype(np.float32)
                                       for v in train_vols]
                         image_patches = cut_patches_multi(train_norm, corners, p)
-                    net, train_seconds = train_net(kind, image_patches, n)
+                    net, train_seconds = train_net(image_patches, n)
                 if protocol == "raw_trained":
                     train_seconds = 0.0  # the raw network's training is counted in the raw row
                 t2 = time.perf_counter()
-                prob = predict_probability(test_norm, net, roi_size=spec.patch_size, overlap=settings.overlap,
-                                           sw_batch_size=4)
+                if kind == "raw" and n in raw_probs:  # both protocols: the same network on the same input
+                    prob = raw_probs[n]
+                else:
+                    prob = predict_probability(test_norm, net, roi_size=spec.patch_size, overlap=settings.overlap,
+                                               sw_batch_size=4)
+                    if kind == "raw":
+                        raw_probs[n] = prob
                 predict_seconds = time.perf_counter() - t2
                 pred = (prob > 0.5).astype(np.uint8)
                 scores = segmentation_scores(pred, test_sim.labels, settings.surface_tolerance, spec.ignore_index)
@@ -795,8 +801,8 @@ def summarize(runs: list[dict], inputs: list[dict], blocks: Sequence[Mapping] = 
         if kind == "raw":
             continue
         # the raw input's row is the same under both protocols (its network is the raw-trained one)
-        raw_rows = [r for r in runs if r["kind"] == "raw" and int(r["n_patches"]) == n]
-        raw = {int(r["seed"]): float(r["dice"]) for r in sorted(raw_rows, key=lambda r: r["protocol"] != protocol)[::-1]}
+        raw = {int(r["seed"]): float(r["dice"]) for r in runs
+               if r["kind"] == "raw" and int(r["n_patches"]) == n and r["protocol"] in ("denoised", protocol)}
         sel = [r for r in runs if r["protocol"] == protocol and r["kind"] == kind and int(r["n_patches"]) == n
                and int(r["seed"]) in raw]
         if not sel:

@@ -32,6 +32,7 @@ from ._utils import (
     to_tensor,
     wrap_like,
 )
+from .fourier_masks import __all__ as _mask_names
 from .fourier_masks import (  # noqa: F401  (re-exported: the mask maths' public names)
     FFT_DIMS,
     SCALINGS,
@@ -59,17 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pool import FourierSamplePool
 
 __all__ = [
-    "FFT_DIMS",
-    "missing_wedge_mask",
-    "measured_mask",
-    "LowpassBall",
-    "bernoulli_fourier_mask",
-    "expected_bernoulli_mask",
-    "split_fourier_mask",
-    "split_weights",
-    "shared_lowpass_mask",
-    "split_scales",
-    "masked_irfft",
+    *_mask_names,
     "RandFourierPair",
     "RandFourierPaird",
     "FourierVersions",
