@@ -43,3 +43,19 @@ def test_batch_normalisation_is_synchronised_across_ranks_on_cuda_only():
     plain = DropoutUNet(features=(4, 8), norm="batch")
     plain.load_state_dict(synced.state_dict())
     assert all(torch.equal(plain.state_dict()[k], v) for k, v in weights.items())
+
+
+def test_finish_distributed_leaves_the_group_after_a_barrier(tmp_path, monkeypatch):
+    """The bundles' finalize step: every rank waits at a barrier, then the group is destroyed
+    (without the barrier a rank that finished first tore gloo down under rank 0 and aborted)."""
+    import torch.distributed as dist
+
+    from cet_monai.engines import finish_distributed
+
+    finish_distributed()  # no group: nothing to do, no error
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    calls = []
+    barrier = dist.barrier
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: (calls.append("barrier"), barrier(*a, **k))[1])
+    finish_distributed()
+    assert calls == ["barrier"] and not dist.is_initialized()

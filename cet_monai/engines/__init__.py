@@ -6,7 +6,7 @@ from monai.data import list_data_collate
 
 from .validation import NegatedLoss, by_reference
 from .fingerprint import CheckpointMismatchError, RunFingerprint, volume_stem, work_dir_for
-from .distributed import init_distributed, resume_dict, sync_batchnorm
+from .distributed import finish_distributed, init_distributed, resume_dict, sync_batchnorm
 from .preflight import as_bool, check_bundle_command_line, check_config_keys, check_device, check_patch, check_writable_folder
 from .resources import check_gpu_memory
 from .data import LoadTomogramd, SaveTomogramd, TomogramSource, dataset_dir_of, default_output, default_output_name, input_list
@@ -56,6 +56,7 @@ __all__ = [
     "as_bool",
     "dataset_dir_of",
     "default_output",
+    "finish_distributed",
     "init_distributed",
     "sync_batchnorm",
     "input_list",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["init_distributed", "resume_dict", "sync_batchnorm"]
+__all__ = ["finish_distributed", "init_distributed", "resume_dict", "sync_batchnorm"]
 
 
 def init_distributed(device: torch.device | str | None = None) -> None:
@@ -25,6 +25,17 @@ def init_distributed(device: torch.device | str | None = None) -> None:
     if device is not None and device.type == "cuda":
         torch.cuda.set_device(device)
     idist.sync()
+
+
+def finish_distributed() -> None:
+    """Leave the process group on every rank together: a barrier, then
+    ``destroy_process_group``. Without the barrier a rank with less to do at the end (no final
+    checkpoint to write) tore its gloo connections down while rank 0 still held its side, and
+    about one run in six aborted at exit ("terminate called without an active exception",
+    SIGABRT) after a complete training. Does nothing outside a process group."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def resume_dict(checkpoint_dict: dict, rank: int) -> dict:
