@@ -10,7 +10,8 @@ Settings (``--settings``): ``wbp`` (weighted back-projection, the embedded defau
 reconstruction), ``hann`` (Hann-apodised ramp: a SIRT-like roll-off of high frequencies),
 ``cosine-ctf`` (cosine-apodised ramp, CTF 3 um underfocus) and ``membranes`` (another phantom:
 the real vesicle membrane geometry of ``../shared/data/real/vesicle_membrane_labels.mrc``, no
-random sheet, more complexes).
+random sheet, more complexes); ``thickening`` (weighted back-projection of a lamella that
+thickens along X: the noise standard deviation doubles from one end to the other, a strong case).
 
     python benchmarks/single_tomogram.py --settings wbp --snr 0.05 --seeds 0 --methods recorrupted
     python benchmarks/single_tomogram.py --set iterations=800 --set alpha=0.5     # bundle overrides
@@ -42,6 +43,7 @@ SETTINGS = {
     "wbp": {},
     "hann": {"apodization": "hann"},
     "cosine-ctf": {"apodization": "cosine", "ctf": True},
+    "thickening": {"noise_gradient": 2.0},
     "membranes": {"membrane_labels": str(REAL / "vesicle_membrane_labels.mrc"), "labels_voxel_size": 10.0, "n_complexes": 40},
 }
 METHODS = ("recorrupted", "fourier", "topaz", "n2n")

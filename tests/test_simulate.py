@@ -231,6 +231,23 @@ def test_bad_options():
         simulate_tomogram(shape=SHAPE, snr=-1)
     with pytest.raises(SimulationOptionError):
         simulate_tomogram(shape=SHAPE, tilt_range=95)
+    with pytest.raises(SimulationOptionError, match="noise_gradient"):
+        simulate_tomogram(shape=SHAPE, noise_gradient=0)
+
+
+@pytest.mark.parametrize("mode", ["tilt_series", "fast"])
+def test_noise_gradient_thickens_the_lamella_along_x(mode, sim):
+    """``noise_gradient=2``: the noise grows along X (about 2x between the ends; the tilts mix
+    neighbouring columns), the volume's SNR is unchanged; ``1`` is the uniform default exactly."""
+    g = simulate_tomogram(shape=SHAPE, snr=SNR, seed=1, n_complexes=6, mode=mode, noise_gradient=2.0)
+    n = g.noisy.astype(np.float64) - g.clean
+    quarter = SHAPE[2] // 4
+    low, high = n[..., :quarter].std(), n[..., -quarter:].std()
+    assert 1.35 < high / low < 2.0
+    assert abs(g.measured_snr() / SNR - 1) < 1e-3 and g.params["noise_gradient"] == 2.0
+    if mode == "tilt_series":
+        u = simulate_tomogram(shape=SHAPE, snr=SNR, seed=1, n_complexes=6, noise_gradient=1.0)
+        np.testing.assert_array_equal(u.noisy, sim.noisy)
 
 
 def test_real_label_map_geometry():

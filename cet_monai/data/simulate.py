@@ -352,7 +352,7 @@ def simulate_tomogram(shape=(64, 128, 128), voxel_size: float = 10.0, snr: float
                       membrane_labels=None, n_vesicles: int | None = None,
                       n_complexes: int | None = None, mode: str = "tilt_series", *,
                       labels_voxel_size: float | None = None, sheet: bool | None = None,
-                      apodization: str = "ram-lak",
+                      apodization: str = "ram-lak", noise_gradient: float = 1.0,
                       phantom_options: dict | None = None) -> SimulatedTomogram:
     """Simulate a cryo-ET tomogram with ground truth (see the module docstring).
 
@@ -377,6 +377,12 @@ def simulate_tomogram(shape=(64, 128, 128), voxel_size: float = 10.0, snr: float
         sheet: include a curved membrane sheet (default: yes unless ``membrane_labels``).
         apodization: ramp-filter window: ``ram-lak`` (default: the plain ramp, no window),
             ``shepp-logan`` (mild), ``cosine``, ``hann``, ``hamming``.
+        noise_gradient: ratio of the noise standard deviation at the high-X end of the volume to
+            that at the low-X end (a lamella that thickens along X: thicker ice, fewer electrons
+            through, more noise per unit signal); ``1`` (default): the same noise everywhere.
+            The profile is geometric along X, ``noise_gradient ** (x / X - 1/2)``, applied to
+            each projection's noise per detector column in ``tilt_series`` mode and to the
+            reconstructed noise in ``fast`` mode; ``snr`` stays the whole volume's.
         phantom_options: further keyword arguments of :func:`~cet_monai.data.phantom.make_phantom`.
 
     Returns:
@@ -384,6 +390,8 @@ def simulate_tomogram(shape=(64, 128, 128), voxel_size: float = 10.0, snr: float
     """
     t0 = time.perf_counter()
     shape, angles = _validate(shape, voxel_size, snr, tilt_range, tilt_step, mode)
+    if not (isinstance(noise_gradient, (int, float)) and math.isfinite(noise_gradient) and noise_gradient > 0):
+        raise SimulationOptionError(f"noise_gradient must be a positive number, got {noise_gradient!r}")
     ctf_p = _as_ctf(ctf)
     voxel_size = float(voxel_size)
     snr = float(snr)
@@ -397,15 +405,18 @@ def simulate_tomogram(shape=(64, 128, 128), voxel_size: float = 10.0, snr: float
                                membrane_labels=membrane_labels,
                                labels_voxel_size=labels_voxel_size, pad_x=pad, **popts)
     if mode == "tilt_series":
-        clean, ne, no = _tilt_series(ph, angles, ctf_p, voxel_size, apodization, rng)
+        clean, ne, no = _tilt_series(ph, angles, ctf_p, voxel_size, apodization, rng, noise_gradient)
     else:
         clean, ne, no = _fast(ph, angles, ctf_p, voxel_size, apodization, rng)
+        if noise_gradient != 1:
+            profile = _noise_profile(nx, 0, noise_gradient)
+            ne, no = ne * profile, no * profile
     noisy, even, odd, s, clean = _scale_noise(clean, ne, no, snr)
     # noise_sigma: full-dose std per projection pixel (each half had s, i.e. variance 2 sigma^2)
     noise_sigma = s / math.sqrt(2.0) if mode == "tilt_series" else float("nan")
     params = dict(
         shape=list(shape), voxel_size=voxel_size, snr=snr, tilt_range=tilt_range,
-        tilt_step=float(tilt_step), n_tilts=int(len(angles)), seed=seed if isinstance(
+        tilt_step=float(tilt_step), n_tilts=int(len(angles)), noise_gradient=float(noise_gradient), seed=seed if isinstance(
             seed, (int, np.integer)) else None, mode=mode, apodization=apodization,
         ctf=ctf_p.to_dict() if ctf_p else None,
         membrane_labels=str(membrane_labels) if membrane_labels is not None else None,
@@ -424,7 +435,14 @@ def simulate_tomogram(shape=(64, 128, 128), voxel_size: float = 10.0, snr: float
     )
 
 
-def _tilt_series(ph: Phantom, angles, ctf_p, voxel_size, apodization, rng):
+def _noise_profile(nx: int, pad: int, gradient: float) -> np.ndarray:
+    """``gradient ** (x / nx - 1/2)`` for the ``nx + 2 pad`` columns (x from ``-pad``), float32:
+    the noise standard deviation across a lamella that thickens along X."""
+    x = np.arange(nx + 2 * pad, dtype=np.float64) - pad
+    return (float(gradient) ** (x / nx - 0.5)).astype(np.float32)
+
+
+def _tilt_series(ph: Phantom, angles, ctf_p, voxel_size, apodization, rng, noise_gradient: float = 1.0):
     nz, ny, nxp = ph.density.shape
     nx = nxp - 2 * ph.pad_x
     na = len(angles)
@@ -434,6 +452,8 @@ def _tilt_series(ph: Phantom, angles, ctf_p, voxel_size, apodization, rng):
     if ctf_p is not None:
         proj = tomo.apply_ctf(proj, ctf_p, voxel_size)
     noise = torch.from_numpy(rng.standard_normal((2, na, ny, nxp), dtype=np.float32))
+    if noise_gradient != 1:
+        noise = noise * torch.from_numpy(_noise_profile(nx, ph.pad_x, noise_gradient))
     stack = torch.cat([proj[None], noise], dim=0)
     del noise, proj
     rec = tomo.backproject(tomo.ramp_filter(stack, apodization), bmat, nz, nx).numpy()
