@@ -81,10 +81,11 @@ def main(argv=None) -> int:
     net = wf.parser.get_parsed_content("network").eval()
     source = wf.parser.get_parsed_content("source")
     spectrum = wf.parser.get_parsed_content("spectrum")
+    local_level = bool(wf.parser.get_parsed_content("method").local_noise_level)
     alpha = float(overrides.get("alpha", 1.0))
 
     def inferer(k, a):
-        return MCDropoutInferer(roi_size=(32, 32, 32), sampler=RecorruptedSampler(spectrum, num_versions=k, alpha=a, margin=8),
+        return MCDropoutInferer(roi_size=(32, 32, 32), sampler=RecorruptedSampler(spectrum, num_versions=k, alpha=a, margin=8, local_level=local_level),
                                 passes=1, sw_batch_size=2, overlap=0.5, mode="gaussian", seed=args.seed)
 
     def score(name, estimate):

@@ -1,8 +1,11 @@
 """The noise power spectrum P(k) of one tomogram, estimated from the tomogram alone.
 
 Recorrupted pairs (:mod:`cet_monai.transforms.recorrupt`) need noise with the tomogram's own
-spectrum. A reconstruction's noise is stationary (the same statistics in every region of the
-volume) and close to independent per Fourier coefficient, but its spectrum depends on the
+spectrum. The estimator assumes the noise is stationary (the same statistics in every region of
+the volume). A lamella whose thickness, and so its noise, changes across the field breaks that:
+with the noise standard deviation 2x from one end to the other the estimate fell to 0.35-0.84 of
+the true power (``docs/denoising.md``, fourth pass); :func:`local_noise_level` measures the
+level patch by patch. The noise is close to independent per Fourier coefficient, but its spectrum depends on the
 reconstruction (weighted back-projection: a ramp; SIRT-like filters: a roll-off; binning,
 CTF correction, the missing wedge): nothing here assumes a shape for it.
 
@@ -55,6 +58,7 @@ __all__ = [
     "estimate_noise_spectrum",
     "periodogram",
     "radial_profile",
+    "local_noise_level",
     "EstimateNoiseSpectrum",
     "EstimateNoiseSpectrumd",
     "NOISE_SPECTRUM_KEY",
@@ -331,6 +335,51 @@ def radial_profile(power: np.ndarray, n_shells: int = 16) -> tuple[np.ndarray, n
     sums = np.bincount(idx[ok], weights=power.reshape(-1)[ok], minlength=n_shells)
     counts = np.bincount(idx[ok], minlength=n_shells)
     return 0.5 * (edges[1:] + edges[:-1]), sums / np.maximum(counts, 1)
+
+
+def local_noise_level(patches: torch.Tensor, spectrum: NoiseSpectrum) -> torch.Tensor:
+    """How much stronger the noise is in each patch than ``spectrum`` says: the ratio of the
+    patch's own power to the spectrum's, over the frequencies where noise dominates.
+
+    A lamella is not equally thick everywhere, so its noise is not equally strong everywhere,
+    while the estimated spectrum is one for the whole tomogram. The band is ``|k| >= k0``, the
+    estimator's lowest noise-dominated shell (``spectrum.info["k0"]``; no such shell, or a
+    spectrum without it: the ratio is 1); the patch's mean is removed and a 3D Hann window
+    applied, so ``E |FFT(w n)|^2 = sum(w^2) P`` for noise ``n`` with a smooth spectrum ``P``.
+    The little signal in the band raises the ratio slightly where structure is dense.
+
+    Args:
+        patches: ``(..., Z, Y, X)`` tensor (any device), in the spectrum's units.
+        spectrum: the tomogram's :class:`NoiseSpectrum`.
+
+    Returns:
+        float32 tensor of shape ``patches.shape[:-3]`` on the patches' device (1 for noise
+        exactly as the spectrum says, 4 for twice its amplitude).
+    """
+    k0 = float(spectrum.info.get("k0", float("nan")))
+    shape = tuple(int(n) for n in patches.shape[-3:])
+    if not math.isfinite(k0) or k0 <= 0:
+        return torch.ones(patches.shape[:-3], dtype=torch.float32, device=patches.device)
+    key = ("local_level", shape, str(patches.device))
+    if key not in spectrum._cache:
+        window = _separable([_hann(n) for n in shape])
+        k = np.sqrt(sum(f**2 for f in _frequencies(shape, rfft=True)))
+        # an rfft grid holds the columns 0 < kx < Nyquist once for two coefficients
+        twice = np.full(shape[-1] // 2 + 1, 2.0)
+        twice[0] = 1.0
+        if shape[-1] % 2 == 0:
+            twice[-1] = 1.0
+        weight = (k >= k0) * twice[None, None, :]
+        expected = float((weight * spectrum.on_grid(shape, rfft=True)).sum() * (window**2).sum())
+        if not expected > 0:
+            return torch.ones(patches.shape[:-3], dtype=torch.float32, device=patches.device)
+        spectrum._cache[key] = (torch.from_numpy(window.astype(np.float32)).to(patches.device),
+                                torch.from_numpy((weight / expected).astype(np.float32)).to(patches.device))
+    window, weight = spectrum._cache[key]
+    x = patches.float()
+    x = (x - x.mean(dim=(-3, -2, -1), keepdim=True)) * window
+    power = torch.fft.rfftn(x, dim=(-3, -2, -1)).abs().square()
+    return (power * weight).sum(dim=(-3, -2, -1))
 
 
 class EstimateNoiseSpectrum(Transform):

@@ -110,6 +110,7 @@ def test_recorrupted_method_estimates_its_spectrum_once(source):
         (lambda: FourierMasks(tilt_range=120), "tilt_range"),
         (lambda: RecorruptedPairs(alpha=0), "alpha"),
         (lambda: RecorruptedPairs(spectrum_quantile=1.0), "spectrum_quantile"),
+        (lambda: RecorruptedPairs(local_noise_level="yes"), "local_noise_level"),
         (lambda: RealSpaceBernoulli(versions=0), "versions"),
         (lambda: RealSpaceBernoulli(patch_size=(16, 16)), "3 edges"),
         (lambda: RealSpaceBernoulli(passes=-1), "passes"),

@@ -133,3 +133,27 @@ def test_missing_wedge_edges_stay_sharper_with_the_fine_step():
     assert fine[edge].mean() < 0.7 * coarse[edge].mean()
     assert fine[deep].mean() < 0.01 * true[inside].mean()
     assert fine[inside].mean() == pytest.approx(true[inside].mean(), rel=0.1)
+
+
+def _with_k0(grid, k0=0.15):
+    return NoiseSpectrum(grid, {"k0": k0})
+
+
+def test_local_noise_level_measures_each_patch_against_the_spectrum():
+    """Noise drawn with the spectrum: level ~1; twice the amplitude: ~4; the patches of one batch
+    are measured separately. A spectrum without a noise-dominated band (no k0) gives 1."""
+    from cet_monai.noise_spectrum import local_noise_level
+
+    spec = _with_k0(_ramp((32, 32, 32)))
+    white = torch.from_numpy(np.random.default_rng(0).standard_normal((6, 40, 40, 40)).astype(np.float32))
+    noise = colored_noise(white, spec)
+    noise[3:] *= 2.0
+    level = local_noise_level(noise, spec)
+    assert level.shape == (6,) and level.dtype == torch.float32
+    np.testing.assert_allclose(level[:3].numpy(), 1.0, atol=0.08)
+    np.testing.assert_allclose(level[3:].numpy(), 4.0, atol=0.32)
+    # the band is where noise dominates: a strong low-frequency signal barely moves the level
+    z = torch.arange(40, dtype=torch.float32)
+    slow = 5.0 * torch.sin(2 * np.pi * z / 40)[:, None, None].expand(40, 40, 40)
+    assert float(local_noise_level(noise[0] + slow, spec)) == pytest.approx(float(level[0]), rel=0.05)
+    np.testing.assert_array_equal(local_noise_level(noise, NoiseSpectrum(spec.grid)).numpy(), 1.0)

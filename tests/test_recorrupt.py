@@ -115,3 +115,25 @@ def test_inference_sampler_draws_k_noise_versions_of_the_spectrum():
     torch.testing.assert_close(sampler.combine(preds, None), preds.mean(dim=(0, 1)))
     with pytest.raises(ValueError):
         RecorruptedSampler(spec, num_versions=0)
+
+
+def test_local_level_scales_the_drawn_noise_to_the_patch_and_window():
+    """With ``local_level`` a patch whose noise is twice the spectrum's gets noise twice as strong
+    (same draw otherwise), in training pairs and at inference; without it, the same noise."""
+    spec = NoiseSpectrum(_spectrum().grid, {"k0": 0.15})
+    weak, strong = _noisy(spec, shape=(32, 32, 32), seed=3), 2.0 * _noisy(spec, shape=(32, 32, 32), seed=3)
+
+    def added(x, local):
+        (inp, _), = RandRecorruptedPair(spectrum=spec, num_samples=1, margin=4, local_level=local).set_random_state(0)(x)
+        return inp - x[:, 4:-4, 4:-4, 4:-4]
+
+    torch.testing.assert_close(added(strong, False), added(weak, False))
+    ratio = float(added(strong, True).std() / added(weak, True).std())
+    assert ratio == pytest.approx(2.0, rel=1e-3)
+    assert float(added(weak, True).std() / added(weak, False).std()) == pytest.approx(1.0, abs=0.1)
+    sampler = RecorruptedSampler(spec, num_versions=2, margin=4, local_level=True)
+    windows = torch.cat([weak[None], strong[None]])  # (B=2, C=1, 32, 32, 32)
+    versions, _ = sampler.versions(windows, torch.Generator().manual_seed(0))
+    drawn = versions - windows[None]
+    assert float(drawn[:, 1].std() / drawn[:, 0].std()) == pytest.approx(2.0, rel=0.1)  # different draws per window
+    assert sampler.config["local_level"] is True

@@ -127,9 +127,11 @@ class RecorruptedSampler(WindowSampler):
         alpha: ``a`` of training.
         margin: voxels added on each side of the window where the noise is drawn (then cropped),
             so the FFT's periodic wrap-around does not correlate the noise across window edges.
+        local_level: scale each window's noise to the window's own noise level, as in training
+            (:func:`~cet_monai.noise_spectrum.local_noise_level`, measured on the window).
     """
 
-    def __init__(self, spectrum, num_versions: int = 8, alpha: float = 1.0, margin: int = 8):
+    def __init__(self, spectrum, num_versions: int = 8, alpha: float = 1.0, margin: int = 8, local_level: bool = False):
         from cet_monai.noise_spectrum import NoiseSpectrum
 
         if int(num_versions) < 1:
@@ -138,7 +140,9 @@ class RecorruptedSampler(WindowSampler):
         self.num_versions = int(num_versions)
         self.alpha = float(alpha)
         self.margin = int(margin)
-        self.config = {"spectrum": self.spectrum.state_dict(), "num_versions": self.num_versions, "alpha": self.alpha, "margin": self.margin}
+        self.local_level = bool(local_level)
+        self.config = {"spectrum": self.spectrum.state_dict(), "num_versions": self.num_versions, "alpha": self.alpha, "margin": self.margin,
+                       "local_level": self.local_level}
 
     def versions(self, windows, generator, count=None):
         from cet_monai.transforms import colored_noise
@@ -149,4 +153,9 @@ class RecorruptedSampler(WindowSampler):
         z = colored_noise(white, self.spectrum)
         if m:
             z = z[..., m:-m, m:-m, m:-m]
+        if self.local_level:
+            from cet_monai.noise_spectrum import local_noise_level
+
+            level = local_noise_level(windows, self.spectrum).mean(dim=1)  # (B,): channels averaged
+            z = z * level.sqrt().to(z.dtype)[None, :, None, None, None, None]
         return windows.unsqueeze(0) + self.alpha * z, None

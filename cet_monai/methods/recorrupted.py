@@ -29,6 +29,9 @@ class RecorruptedPairs(DenoisingMethod):
         alpha: ``a``: input ``y + a z``, target ``y - z / a`` (> 0).
         spectrum_block: cube edge (voxels) of the noise-spectrum estimator.
         spectrum_quantile: per-frequency quantile over the estimator's cubes, in (0, 1).
+        local_noise_level: scale the drawn noise, patch by patch and window by window, to the
+            noise that patch holds where noise dominates (the spectrum's shape is global, its
+            strength local: noise varies across a lamella with its thickness).
         spectrum: the estimated :class:`~cet_monai.noise_spectrum.NoiseSpectrum`; set by
             :meth:`fitted_to` (``None`` before).
         patch_size, margin, pairs_per_patch, versions, passes: see :class:`DenoisingMethod`
@@ -41,6 +44,7 @@ class RecorruptedPairs(DenoisingMethod):
     alpha: float = 1.0
     spectrum_block: int = 32
     spectrum_quantile: float = 0.2
+    local_noise_level: bool = False
     spectrum: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -53,6 +57,8 @@ class RecorruptedPairs(DenoisingMethod):
         if quantile >= 1.0:
             raise CetMonaiError(f"spectrum_quantile must be below 1, got {quantile}")
         object.__setattr__(self, "spectrum_quantile", quantile)
+        if not isinstance(self.local_noise_level, bool):
+            raise CetMonaiError(f"local_noise_level must be true or false, got {self.local_noise_level!r}")
         if self.spectrum is not None and isinstance(self.spectrum, dict):
             from cet_monai.noise_spectrum import NoiseSpectrum
 
@@ -76,13 +82,13 @@ class RecorruptedPairs(DenoisingMethod):
         from cet_monai.transforms import RandRecorruptedPaird
 
         return RandRecorruptedPaird(keys="image", label_key="label", spectrum=self._spectrum(), alpha=self.alpha,
-                                    num_samples=self.pairs_per_patch)
+                                    num_samples=self.pairs_per_patch, local_level=self.local_noise_level)
 
     def sampler(self, num_versions: int | None = None):
         from cet_monai.inferers.samplers import RecorruptedSampler
 
         return RecorruptedSampler(spectrum=self._spectrum(), num_versions=self.versions if num_versions is None else int(num_versions),
-                                  alpha=self.alpha, margin=self.margin)
+                                  alpha=self.alpha, margin=self.margin, local_level=self.local_noise_level)
 
     def validation_versions(self) -> int:
         return 2  # fewer draws while training: validation only ranks the networks

@@ -16,6 +16,12 @@ al. CVPR 2020). Inference averages ``f(y + a z_j)`` over a few draws ``z_j``
 The noise is drawn per patch (or per inference window) on the patch WITH its margin and the
 margin is cropped away, so the periodic wrap-around of the FFT never reaches the used voxels and
 memory stays bounded by the patch, whatever the tomogram's size.
+
+With ``local_level`` the drawn noise is scaled, patch by patch, to the noise the patch itself
+holds where noise dominates (:func:`cet_monai.noise_spectrum.local_noise_level`): one spectrum
+shape for the tomogram, its strength measured locally (a lamella's thickness, and so its noise,
+varies across it; a global spectrum is too weak in the noisier parts, where input and target
+noise are then correlated and the network learns to keep some of it).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.transforms.traits import MultiSampleTrait
 from monai.utils import TransformBackends
 
-from cet_monai.noise_spectrum import NOISE_SPECTRUM_KEY, NoiseSpectrum
+from cet_monai.noise_spectrum import NOISE_SPECTRUM_KEY, NoiseSpectrum, local_noise_level
 
 from ._utils import get_meta_value, pair_items, spatial_tuple, to_tensor, wrap_like
 
@@ -64,6 +70,8 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         prob: probability that the transform applies; when it does not, the pair is ``(x, x)``
             cropped (no information, as MONAI's ``prob`` means).
         dtype: output dtype.
+        local_level: scale the noise to the patch's own noise level (module docstring; the
+            level is measured on the patch with its margin, averaged over channels).
 
     Input: ``img`` ``(C, Z', Y', X')`` (numpy or torch, any device). Output: a list of M
     ``(input, target)`` tuples of ``(C, Z'-2m, Y'-2m, X'-2m)`` torch tensors on the input's
@@ -82,6 +90,7 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         margin: int | Sequence[int] | None = None,
         prob: float = 1.0,
         dtype: torch.dtype = torch.float32,
+        local_level: bool = False,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
         if not alpha > 0:
@@ -93,6 +102,7 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         self.num_samples = int(num_samples)
         self.margin = None if margin is None else spatial_tuple(margin, "margin")
         self.dtype = dtype
+        self.local_level = bool(local_level)
         self._white: np.ndarray | None = None
 
     def randomize(self, data=None) -> None:
@@ -134,6 +144,8 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         if spectrum is None:
             raise ValueError("RandRecorruptedPair needs the noise spectrum (constructor or call argument)")
         z = colored_noise(torch.from_numpy(self._white).to(x.device), spectrum)  # (M, Z', Y', X')
+        if self.local_level:
+            z = z * local_noise_level(x, spectrum).mean().sqrt()
         pairs = []
         for j in range(self.num_samples):
             zj = z[j][None]  # the same noise in every channel
@@ -167,6 +179,7 @@ class RandRecorruptedPaird(RandomizableTransform, MapTransform, MultiSampleTrait
         margin: int | Sequence[int] | None = None,
         prob: float = 1.0,
         dtype: torch.dtype = torch.float32,
+        local_level: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -175,7 +188,8 @@ class RandRecorruptedPaird(RandomizableTransform, MapTransform, MultiSampleTrait
             raise ValueError(f"RandRecorruptedPaird takes exactly one key, got {self.keys}")
         self.label_key = label_key
         self.spectrum_key = spectrum_key
-        self.pairer = RandRecorruptedPair(spectrum=spectrum, alpha=alpha, num_samples=num_samples, margin=margin, prob=1.0, dtype=dtype)
+        self.pairer = RandRecorruptedPair(spectrum=spectrum, alpha=alpha, num_samples=num_samples, margin=margin, prob=1.0, dtype=dtype,
+                                          local_level=local_level)
 
     @property
     def num_samples(self) -> int:
