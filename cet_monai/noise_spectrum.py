@@ -4,8 +4,9 @@ Recorrupted pairs (:mod:`cet_monai.transforms.recorrupt`) need noise with the to
 spectrum. The estimator assumes the noise is stationary (the same statistics in every region of
 the volume). A lamella whose thickness, and so its noise, changes across the field breaks that:
 with the noise standard deviation 2x from one end to the other the estimate fell to 0.35-0.84 of
-the true power (``docs/denoising.md``, fourth pass); :func:`local_noise_level` measures the
-level patch by patch. The noise is close to independent per Fourier coefficient, but its spectrum depends on the
+the true power (``docs/denoising.md``, fourth pass). ``equalize_levels`` divides each cube by
+its own high-shell level first, which brings it back to 0.94-0.99; :func:`local_noise_level`
+measures the level patch by patch. The noise is close to independent per Fourier coefficient, but its spectrum depends on the
 reconstruction (weighted back-projection: a ramp; SIRT-like filters: a roll-off; binning,
 CTF correction, the missing wedge): nothing here assumes a shape for it.
 
@@ -178,6 +179,17 @@ def _cube_spectra(volume: np.ndarray, starts: np.ndarray, block: Sequence[int]) 
     return spectra
 
 
+def _equalize_levels(spectra: np.ndarray) -> np.ndarray:
+    """Each cube's spectrum divided by its own mean power over the highest shells (``|k| >= 3/8``
+    cycles/voxel, where signal is weakest in any reconstruction), times the median of those
+    means: a noise amplitude that varies slowly across the volume no longer reads as signal."""
+    k = np.sqrt(sum(f**2 for f in _frequencies(spectra.shape[1:])))
+    band = k >= 0.375
+    level = spectra[:, band].mean(axis=1).astype(np.float64)
+    level = np.maximum(level, 1e-30)
+    return (spectra * (np.median(level) / level)[:, None, None, None]).astype(np.float32)
+
+
 def _quantiles(spectra: np.ndarray, quantile: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-frequency ``quantile`` and ``1 - quantile`` over cubes (float64)."""
     lo, hi = np.quantile(spectra, [quantile, 1.0 - quantile], axis=0)
@@ -199,6 +211,7 @@ def estimate_noise_spectrum(
     low_frequency_exponent: float = 1.0,
     fine_size: int = 128,
     seed: int = 0,
+    equalize_levels: bool = False,
 ) -> NoiseSpectrum:
     """Estimate the noise power spectrum of one ``(Z, Y, X)`` tomogram (see the module docstring).
 
@@ -220,6 +233,10 @@ def estimate_noise_spectrum(
         fine_size: edge (voxels) of the central crop whose smoothed periodogram gives the fine
             structure (step 6); ``0``: the estimate stays on the coarse ``block`` grid.
         seed: chooses the cubes when there are more than ``max_blocks``, and the calibration noise.
+        equalize_levels: divide each cube's spectrum by its own level in the highest shells
+            before the quantile and the spread test (the calibration goes through the same
+            step), for noise whose amplitude varies across the volume (a lamella of varying
+            thickness). Off by default.
 
     Returns:
         a :class:`NoiseSpectrum` on the fine grid (or the ``block`` grid); ``info`` records the
@@ -242,6 +259,8 @@ def estimate_noise_spectrum(
     if len(starts) > max_blocks:
         starts = starts[np.sort(rng.choice(len(starts), max_blocks, replace=False))]
     spectra = _cube_spectra(volume, starts, shape)
+    if equalize_levels:
+        spectra = _equalize_levels(spectra)
     lo, hi = _quantiles(spectra, quantile)
     mean = spectra.mean(axis=0).astype(np.float64)
     del spectra
@@ -250,7 +269,10 @@ def estimate_noise_spectrum(
     n_cal = max(64, len(starts))
     white = rng.standard_normal((n_cal * shape[0], shape[1], shape[2])).astype(np.float32)
     cal_starts = np.stack([np.arange(n_cal) * shape[0], np.zeros(n_cal, int), np.zeros(n_cal, int)], -1)
-    wlo, whi = _quantiles(_cube_spectra(white, cal_starts, shape), quantile)
+    white_spectra = _cube_spectra(white, cal_starts, shape)
+    if equalize_levels:
+        white_spectra = _equalize_levels(white_spectra)
+    wlo, whi = _quantiles(white_spectra, quantile)
     bias = float(np.median(wlo.reshape(-1)[1:]))  # DC is removed with each cube's mean
     white_spread = float(np.median((whi / np.maximum(wlo, 1e-30)).reshape(-1)[1:]))
     grid = lo / bias
@@ -267,7 +289,8 @@ def estimate_noise_spectrum(
     info = {"estimator": "block_quantile", "block": int(block), "quantile": float(quantile), "max_blocks": int(max_blocks),
             "n_blocks": int(len(starts)), "calibration_bias": bias, "white_spread": white_spread,
             "spread_tolerance": float(spread_tolerance), "low_frequency_exponent": float(low_frequency_exponent),
-            "k0": k0, "seed": int(seed), "fine_size": int(fine_size)}
+            "k0": k0, "seed": int(seed), "fine_size": int(fine_size),
+            "equalize_levels": bool(equalize_levels)}
     if fine_size:
         # step 6: the fine structure of the spectrum (the missing wedge's sharp edges, the tilt
         # sampling) at the resolution of a crop of the whole tomogram; the cubes give only the

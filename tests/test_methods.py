@@ -111,6 +111,7 @@ def test_recorrupted_method_estimates_its_spectrum_once(source):
         (lambda: RecorruptedPairs(alpha=0), "alpha"),
         (lambda: RecorruptedPairs(spectrum_quantile=1.0), "spectrum_quantile"),
         (lambda: RecorruptedPairs(local_noise_level="yes"), "local_noise_level"),
+        (lambda: RecorruptedPairs(spectrum_equalize_levels=1), "spectrum_equalize_levels"),
         (lambda: RealSpaceBernoulli(versions=0), "versions"),
         (lambda: RealSpaceBernoulli(patch_size=(16, 16)), "3 edges"),
         (lambda: RealSpaceBernoulli(passes=-1), "passes"),

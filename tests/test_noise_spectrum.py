@@ -157,3 +157,23 @@ def test_local_noise_level_measures_each_patch_against_the_spectrum():
     slow = 5.0 * torch.sin(2 * np.pi * z / 40)[:, None, None].expand(40, 40, 40)
     assert float(local_noise_level(noise[0] + slow, spec)) == pytest.approx(float(level[0]), rel=0.05)
     np.testing.assert_array_equal(local_noise_level(noise, NoiseSpectrum(spec.grid)).numpy(), 1.0)
+
+
+def test_equalized_levels_keep_the_estimate_when_the_noise_strength_varies():
+    """Noise twice as strong at one end of X as at the other (a thickening lamella): dividing each
+    cube by its own high-shell level keeps the per-shell estimate near the mean noise power; the
+    plain estimator takes the stronger cubes for signal and errs low. Uniform noise: no change."""
+    shape = (48, 64, 128)
+    true = _ramp(shape)
+    noise = _noise(true, seed=2, shape=shape)
+    profile = (2.0 ** (np.arange(shape[2]) / shape[2] - 0.5)).astype(np.float32)
+    varying = noise * profile
+    mean_power = true * float((profile**2).mean())
+    _, plain = _shell_ratio(estimate_noise_spectrum(varying), mean_power)
+    eq = estimate_noise_spectrum(varying, equalize_levels=True)
+    _, equalized = _shell_ratio(eq, mean_power)
+    assert eq.info["equalize_levels"] is True
+    assert np.all(np.abs(equalized[2:] - 1) < 0.15), equalized
+    assert np.mean(np.abs(equalized[2:] - 1)) < np.mean(np.abs(plain[2:] - 1)), (plain, equalized)
+    _, uniform = _shell_ratio(estimate_noise_spectrum(noise, equalize_levels=True), true)
+    assert np.all(np.abs(uniform[2:] - 1) < 0.1), uniform

@@ -29,6 +29,9 @@ class RecorruptedPairs(DenoisingMethod):
         alpha: ``a``: input ``y + a z``, target ``y - z / a`` (> 0).
         spectrum_block: cube edge (voxels) of the noise-spectrum estimator.
         spectrum_quantile: per-frequency quantile over the estimator's cubes, in (0, 1).
+        spectrum_equalize_levels: the estimator divides each cube by its own high-shell noise
+            level first (noise whose strength varies across the volume; see
+            :func:`~cet_monai.noise_spectrum.estimate_noise_spectrum`).
         local_noise_level: scale the drawn noise, patch by patch and window by window, to the
             noise that patch holds where noise dominates (the spectrum's shape is global, its
             strength local: noise varies across a lamella with its thickness).
@@ -44,6 +47,7 @@ class RecorruptedPairs(DenoisingMethod):
     alpha: float = 1.0
     spectrum_block: int = 32
     spectrum_quantile: float = 0.2
+    spectrum_equalize_levels: bool = False
     local_noise_level: bool = False
     spectrum: Any = field(default=None, compare=False, repr=False)
 
@@ -57,8 +61,9 @@ class RecorruptedPairs(DenoisingMethod):
         if quantile >= 1.0:
             raise CetMonaiError(f"spectrum_quantile must be below 1, got {quantile}")
         object.__setattr__(self, "spectrum_quantile", quantile)
-        if not isinstance(self.local_noise_level, bool):
-            raise CetMonaiError(f"local_noise_level must be true or false, got {self.local_noise_level!r}")
+        for name in ("spectrum_equalize_levels", "local_noise_level"):
+            if not isinstance(getattr(self, name), bool):
+                raise CetMonaiError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.spectrum is not None and isinstance(self.spectrum, dict):
             from cet_monai.noise_spectrum import NoiseSpectrum
 
@@ -70,7 +75,8 @@ class RecorruptedPairs(DenoisingMethod):
             return self
         from cet_monai.noise_spectrum import estimate_noise_spectrum
 
-        spectrum = estimate_noise_spectrum(source.image, block=self.spectrum_block, quantile=self.spectrum_quantile, seed=seed)
+        spectrum = estimate_noise_spectrum(source.image, block=self.spectrum_block, quantile=self.spectrum_quantile, seed=seed,
+                                          equalize_levels=self.spectrum_equalize_levels)
         return dataclasses.replace(self, spectrum=spectrum)
 
     def _spectrum(self):
