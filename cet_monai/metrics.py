@@ -182,11 +182,9 @@ def gaussian_risk(noisy, spectrum, sigmas) -> dict[float, float]:
     n = y.size
     power = np.abs(np.fft.rfftn(y)) ** 2 / n
     p = spectrum.on_grid(y.shape, rfft=True).astype(np.float64)
-    # rfft half spectrum: interior X columns stand for two coefficients
-    weight = np.full(power.shape, 2.0)
-    weight[..., 0] = 1.0
-    if y.shape[2] % 2 == 0:
-        weight[..., -1] = 1.0
+    from cet_monai.noise_spectrum import rfft_weights
+
+    weight = rfft_weights(y.shape[2])  # rfft half spectrum: interior X columns stand for two coefficients
     risk = {}
     for sigma in sigmas:
         h = _gaussian_transfer(y.shape, float(sigma))

@@ -60,6 +60,7 @@ __all__ = [
     "periodogram",
     "radial_profile",
     "local_noise_level",
+    "rfft_weights",
     "EstimateNoiseSpectrum",
     "EstimateNoiseSpectrumd",
     "NOISE_SPECTRUM_KEY",
@@ -360,6 +361,17 @@ def radial_profile(power: np.ndarray, n_shells: int = 16) -> tuple[np.ndarray, n
     return 0.5 * (edges[1:] + edges[:-1]), sums / np.maximum(counts, 1)
 
 
+def rfft_weights(last_size: int) -> np.ndarray:
+    """How many coefficients of the full spectrum each column of an rfft half spectrum stands for,
+    ``(last_size // 2 + 1,)`` float64: 1 for ``kx = 0`` (and Nyquist when ``last_size`` is even),
+    2 for the others. Sums over a half spectrum times these are sums over the full one."""
+    weight = np.full(int(last_size) // 2 + 1, 2.0)
+    weight[0] = 1.0
+    if int(last_size) % 2 == 0:
+        weight[-1] = 1.0
+    return weight
+
+
 def local_noise_level(patches: torch.Tensor, spectrum: NoiseSpectrum) -> torch.Tensor:
     """How much stronger the noise is in each patch than ``spectrum`` says: the ratio of the
     patch's own power to the spectrum's, over the frequencies where noise dominates.
@@ -387,12 +399,7 @@ def local_noise_level(patches: torch.Tensor, spectrum: NoiseSpectrum) -> torch.T
     if key not in spectrum._cache:
         window = _separable([_hann(n) for n in shape])
         k = np.sqrt(sum(f**2 for f in _frequencies(shape, rfft=True)))
-        # an rfft grid holds the columns 0 < kx < Nyquist once for two coefficients
-        twice = np.full(shape[-1] // 2 + 1, 2.0)
-        twice[0] = 1.0
-        if shape[-1] % 2 == 0:
-            twice[-1] = 1.0
-        weight = (k >= k0) * twice[None, None, :]
+        weight = (k >= k0) * rfft_weights(shape[-1])
         expected = float((weight * spectrum.on_grid(shape, rfft=True)).sum() * (window**2).sum())
         if not expected > 0:
             return torch.ones(patches.shape[:-3], dtype=torch.float32, device=patches.device)

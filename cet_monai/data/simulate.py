@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import time
 import uuid
@@ -390,7 +391,7 @@ def simulate_tomogram(shape=(64, 128, 128), voxel_size: float = 10.0, snr: float
     """
     t0 = time.perf_counter()
     shape, angles = _validate(shape, voxel_size, snr, tilt_range, tilt_step, mode)
-    if not (isinstance(noise_gradient, (int, float)) and math.isfinite(noise_gradient) and noise_gradient > 0):
+    if not (isinstance(noise_gradient, numbers.Real) and math.isfinite(noise_gradient) and noise_gradient > 0):
         raise SimulationOptionError(f"noise_gradient must be a positive number, got {noise_gradient!r}")
     ctf_p = _as_ctf(ctf)
     voxel_size = float(voxel_size)
