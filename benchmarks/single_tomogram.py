@@ -11,7 +11,8 @@ reconstruction), ``hann`` (Hann-apodised ramp: a SIRT-like roll-off of high freq
 ``cosine-ctf`` (cosine-apodised ramp, CTF 3 um underfocus) and ``membranes`` (another phantom:
 the real vesicle membrane geometry of ``../shared/data/real/vesicle_membrane_labels.mrc``, no
 random sheet, more complexes); ``thickening`` (weighted back-projection of a lamella that
-thickens along X: the noise standard deviation doubles from one end to the other, a strong case).
+thickens along X: the noise standard deviation doubles from one end to the other, a strong case);
+``mild-thickening`` (the same, 1.4x from one end to the other).
 
     python benchmarks/single_tomogram.py --settings wbp --snr 0.05 --seeds 0 --methods recorrupted
     python benchmarks/single_tomogram.py --set iterations=800 --set alpha=0.5     # bundle overrides
@@ -44,6 +45,7 @@ SETTINGS = {
     "hann": {"apodization": "hann"},
     "cosine-ctf": {"apodization": "cosine", "ctf": True},
     "thickening": {"noise_gradient": 2.0},
+    "mild-thickening": {"noise_gradient": 1.4},
     "membranes": {"membrane_labels": str(REAL / "vesicle_membrane_labels.mrc"), "labels_voxel_size": 10.0, "n_complexes": 40},
 }
 METHODS = ("recorrupted", "fourier", "topaz", "n2n")

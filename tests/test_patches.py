@@ -93,6 +93,39 @@ def test_patch_content_metadata_and_margin_padding():
         np.testing.assert_allclose(p.affine[:3, 3].numpy(), np.array(s) - 3)
 
 
+def test_patch_inverse_puts_the_patch_back_and_invertd_works():
+    """Each patch records its crop; inverse / Invertd return the volume's shape, patch in place."""
+    from monai.transforms import Invertd
+
+    vol = _vol()
+    aff = torch.diag(torch.tensor([2.0, 3.0, 4.0, 1.0], dtype=torch.float64))
+    img = MetaTensor(torch.as_tensor(vol), affine=aff)
+    shape = tuple(vol.shape[1:])
+    t = RandTomogramPatchd("image", patch_size=(8, 10, 6), num_samples=12, margin=3).set_random_state(4)
+    pipeline = Compose([t])
+    out = pipeline({"image": img})
+    inv = Invertd(keys="pred", transform=pipeline, orig_keys="image", nearest_interp=False)
+    touched_border = False
+    for o in out:
+        assert len(o["image"].applied_operations) == 1
+        s = o["patch_start"].tolist()
+        o["pred"] = o["image"] * 2.0
+        back = inv(o)["pred"]
+        assert tuple(back.shape) == (1,) + shape
+        np.testing.assert_allclose(back.affine.numpy(), aff.numpy())  # origin back at voxel 0
+        lo = [a - 3 for a in s]
+        sl = (slice(None),) + tuple(slice(max(a, 0), min(a + n, d)) for a, n, d in zip(lo, (14, 16, 12), shape))
+        touched_border |= any(a < 0 or a + n > d for a, n, d in zip(lo, (14, 16, 12), shape))
+        inside = np.zeros(back.shape, bool)
+        inside[sl] = True
+        np.testing.assert_array_equal(back.numpy()[inside], 2.0 * vol[inside])  # in place, padding dropped
+        assert not back.numpy()[~inside].any()
+        direct = t.inverse(o)["image"]  # the array key itself, through the transform
+        np.testing.assert_array_equal(direct.numpy()[inside], vol[inside])
+        assert len(direct.applied_operations) == 0
+    assert touched_border  # the margin's reflect padding outside the volume was exercised
+
+
 def test_specimen_mask_is_respected():
     vol = _vol((1, 32, 32, 32))
     mask = np.zeros((32, 32, 32), bool)

@@ -28,9 +28,9 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import MapTransform, Randomizable
+from monai.transforms import BorderPad, InvertibleTransform, MapTransform, Randomizable, SpatialCrop
 from monai.transforms.traits import MultiSampleTrait
-from monai.utils import TransformBackends
+from monai.utils import TraceKeys, TransformBackends
 
 from ._utils import spatial_shape_argument, spatial_tuple, wrap_like
 
@@ -77,7 +77,7 @@ def tiling_positions(
     return grid
 
 
-class RandTomogramPatchd(Randomizable, MapTransform, MultiSampleTrait):
+class RandTomogramPatchd(Randomizable, MapTransform, InvertibleTransform, MultiSampleTrait):
     """Sample ``num_samples`` patches (with an optional margin) from whole tomograms.
 
     Args:
@@ -108,6 +108,11 @@ class RandTomogramPatchd(Randomizable, MapTransform, MultiSampleTrait):
     plus ``meta["patch_index"]`` (position in the returned list). The mask key, if any, is
     dropped from the outputs. The tiling state lives in the transform (each DataLoader worker
     keeps its own); all randomness comes from ``self.R``.
+
+    When metadata is tracked each patch records the crop in its ``applied_operations``, so
+    ``inverse`` (and MONAI's ``Invertd``) puts a patch back where it came from: a ``(C, Z, Y, X)``
+    volume of the original shape, the patch's voxels inside the volume in place (the margin's
+    padding outside it dropped), zeros elsewhere, the affine back at the volume's first voxel.
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -243,8 +248,30 @@ class RandTomogramPatchd(Randomizable, MapTransform, MultiSampleTrait):
                 meta["patch_index"] = i
                 if get_track_meta():
                     item[k] = wrap_like(block, d[k], crop_start=lo, extra_meta=meta)
+                    self.push_transform(item[k], orig_size=shape, extra_info={"start": lo})
                 else:
                     item[k] = block
             item.update({k: v.clone() for k, v in info.items()})
             out.append(item)
         return out
+
+    def inverse(self, data: Mapping[Hashable, object]) -> dict:
+        """One patch dict back to the volume's shape (class docstring); other keys pass through."""
+        d = dict(data)
+        for k in self.key_iterator(d):
+            op = self.pop_transform(d[k])
+            shape = [int(s) for s in op[TraceKeys.ORIG_SIZE]]
+            lo = [int(s) for s in op[TraceKeys.EXTRA_INFO]["start"]]
+            size = [int(s) for s in d[k].shape[1:]]
+            # the part of the patch inside the volume, then zeros around it: MONAI's crop and
+            # pad, so the affine follows as it does for MONAI's own crops (not traced: this
+            # undoes a recorded operation rather than adding one)
+            inside = [slice(max(-a, 0), n - max(a + n - s, 0)) for a, n, s in zip(lo, size, shape)]
+            pad = []
+            for a, n, s in zip(lo, size, shape):
+                start, stop = max(a, 0), min(a + n, s)
+                pad += [start, s - stop]
+            cropper, padder = SpatialCrop(roi_slices=inside), BorderPad(spatial_border=pad)
+            with cropper.trace_transform(False), padder.trace_transform(False):
+                d[k] = padder(cropper(d[k]))
+        return d
