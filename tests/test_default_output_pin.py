@@ -31,7 +31,7 @@ def _machine() -> str:
 
 
 def _run(tmp: Path) -> np.ndarray:
-    sim = simulate_tomogram(shape=(16, 32, 32), snr=0.05, seed=0)
+    sim = simulate_tomogram(shape=(32, 64, 64), snr=0.05, seed=0)  # large enough for the spectrum estimator to find k0
     write_volume(tmp / "tiny.mrc", sim.noisy.astype(np.float32), voxel_size=10.0)
     assert main(["denoise", str(tmp / "tiny.mrc"), "-o", str(tmp / "tiny_denoised.mrc"), "--device", "cpu", *BUDGET]) == EXIT_OK
     return np.asarray(read_volume(tmp / "tiny_denoised.mrc")[0], np.float32)

@@ -129,6 +129,18 @@ def test_unknown_recorded_settings_and_methods_are_refused():
         method_from_dict({"name": "wiener"})
 
 
+def test_records_older_than_a_setting_keep_what_they_were_trained_with():
+    """The noise-level options became the default later: an older record ran without them."""
+    fresh = RecorruptedPairs()
+    assert fresh.spectrum_equalize_levels and fresh.local_noise_level
+    state = fresh.to_dict()
+    assert method_from_dict(state).local_noise_level is True  # a record that has the setting keeps it
+    for name in ("spectrum_equalize_levels", "local_noise_level"):
+        state.pop(name)
+    old = method_from_dict(state)
+    assert old.spectrum_equalize_levels is False and old.local_noise_level is False
+
+
 def test_old_checkpoints_name_what_replaced_their_recipe(tmp_path):
     path = tmp_path / "old.pt"
     torch.save({"network": {}, "recipe": {"method": "fourier"}}, path)

@@ -157,6 +157,10 @@ def test_local_noise_level_measures_each_patch_against_the_spectrum():
     slow = 5.0 * torch.sin(2 * np.pi * z / 40)[:, None, None].expand(40, 40, 40)
     assert float(local_noise_level(noise[0] + slow, spec)) == pytest.approx(float(level[0]), rel=0.05)
     np.testing.assert_array_equal(local_noise_level(noise, NoiseSpectrum(spec.grid)).numpy(), 1.0)
+    # nor does structure above k0 but below the highest shells (dense structure is not noise)
+    mid = 1.5 * torch.sin(2 * np.pi * 0.25 * z)[:, None, None].expand(40, 40, 40)
+    assert float(local_noise_level(noise[0] + mid, spec)) == pytest.approx(float(level[0]), rel=0.05)
+    assert float((mid ** 2).mean()) > 0.5 * float((noise[0] ** 2).mean())  # it is not weak
 
 
 def test_equalized_levels_keep_the_estimate_when_the_noise_strength_varies():

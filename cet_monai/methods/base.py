@@ -80,6 +80,9 @@ class DenoisingMethod:
     name: ClassVar[str] = ""
     #: fields learned from the tomogram by :meth:`fitted_to` (stored, but not settings).
     fitted_fields: ClassVar[tuple[str, ...]] = ()
+    #: settings added after checkpoints were written, with the value those checkpoints were
+    #: trained with (used by :func:`method_from_dict` where a record lacks them).
+    absent_in_old_records: ClassVar[dict[str, Any]] = {}
 
     patch_size: tuple[int, int, int] = (32, 32, 32)
     margin: int = 8
@@ -206,6 +209,8 @@ def method_from_dict(state: Mapping) -> DenoisingMethod:
     if name not in METHODS:
         raise CetMonaiError(f"unknown denoising method {name!r}; known: {', '.join(sorted(METHODS))}")
     cls = METHODS[name]
+    # a record written before a setting existed: the value it was trained with, not today's default
+    state = {**getattr(cls, "absent_in_old_records", {}), **state}
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(state) - known)
     if unknown:
