@@ -425,14 +425,16 @@ def local_noise_level(patches: torch.Tensor, spectrum: NoiseSpectrum) -> torch.T
 
 class EstimateNoiseSpectrum(Transform):
     """Array transform: ``(C, Z, Y, X)`` or ``(Z, Y, X)`` tomogram -> its :class:`NoiseSpectrum`
-    (:func:`estimate_noise_spectrum`; the first channel is used)."""
+    (:func:`estimate_noise_spectrum`, same arguments; the first channel is used).
+    ``equalize_levels=True`` gives the estimate the recorrupted method's default uses."""
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, block: int = 32, quantile: float = 0.2, max_blocks: int = 1024, spread_tolerance: float = 1.25,
-                 low_frequency_exponent: float = 1.0, fine_size: int = 128, seed: int = 0) -> None:
+                 low_frequency_exponent: float = 1.0, fine_size: int = 128, seed: int = 0, equalize_levels: bool = False) -> None:
         self.kwargs = {"block": block, "quantile": quantile, "max_blocks": max_blocks, "spread_tolerance": spread_tolerance,
-                       "low_frequency_exponent": low_frequency_exponent, "fine_size": fine_size, "seed": seed}
+                       "low_frequency_exponent": low_frequency_exponent, "fine_size": fine_size, "seed": seed,
+                       "equalize_levels": bool(equalize_levels)}
 
     def __call__(self, img) -> NoiseSpectrum:
         x = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)

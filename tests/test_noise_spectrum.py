@@ -112,6 +112,10 @@ def test_transforms_array_and_dict():
     np.testing.assert_allclose(a.grid, d["noise_spectrum"].grid)
     assert a.grid.shape == (32, 32, 32)  # the fine grid: the (central crop of the) volume's own
     assert EstimateNoiseSpectrum(block=16, fine_size=0)(x).grid.shape == (16, 16, 16)  # the cube grid
+    # the transforms reach every estimator option, the default method's equalisation included
+    eq = EstimateNoiseSpectrumd("image", block=16, equalize_levels=True)({"image": x})["noise_spectrum"]
+    assert eq.info["equalize_levels"] is True and a.info["equalize_levels"] is False
+    np.testing.assert_allclose(eq.grid, estimate_noise_spectrum(x[0].numpy(), block=16, equalize_levels=True).grid)
 
 
 def test_missing_wedge_edges_stay_sharper_with_the_fine_step():
