@@ -302,7 +302,7 @@ def _preflight(args, overrides: dict, shapes: dict) -> None:
     from cet_monai.workflows import METHODS
 
     defaults = _bundle_defaults(args.method)
-    check_config_keys(list(_parse_overrides(args.overrides)), defaults, f"bundles/{METHODS[args.method]}/configs/train.yaml")
+    check_config_keys(list(_parse_overrides(args.overrides)), defaults, f"bundles/{METHODS[args.method]}/configs/train.yaml + bundles/denoising/configs/train.yaml")
     check_device(args.device)
     patch = overrides.get("patch_size", defaults.get("patch_size"))
     features = overrides.get("network_def#features", defaults.get("network_def", {}).get("features"))

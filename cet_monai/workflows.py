@@ -3,8 +3,8 @@
 The command line (:mod:`cet_monai.cli`), the demo and the benchmarks all go through these
 functions, and these functions go through the bundles' YAML configs with MONAI's
 :class:`~monai.bundle.ConfigWorkflow`, so there is one wiring of each method: what
-``python -m monai.bundle run training --config_file bundles/<name>/configs/train.yaml`` does is
-what ``cet-monai denoise`` does.
+``python -m monai.bundle run training --config_file "['bundles/<name>/configs/train.yaml','bundles/denoising/configs/train.yaml']"``
+does is what ``cet-monai denoise`` does.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ __all__ = [
     "METHOD_TITLES",
     "bundle_dir",
     "config_file",
+    "config_files",
     "make_workflow",
     "train",
     "predict",
@@ -37,7 +38,14 @@ logger = logging.getLogger(__name__)
 
 #: method name -> bundle name
 METHODS = {"recorrupted": "recorrupted_denoising", "fourier": "fourier_denoising", "real": "real_denoising"}
-#: bundle whose inference.yaml runs a checkpoint of each recorded method (``cet_monai.methods``)
+#: the folder of the wiring the denoising bundles share: the rest of their training
+#: (``configs/train.yaml``), multi-GPU training and one inference for a checkpoint of any method
+SHARED_BUNDLE = "denoising"
+#: the shared configs a method bundle's config name stands for (what ``make_workflow`` loads)
+SHARED_CONFIGS = {"train.yaml": ("train.yaml", f"{SHARED_BUNDLE}/train.yaml"),
+                  "multi_gpu_train.yaml": (f"{SHARED_BUNDLE}/multi_gpu_train.yaml",),
+                  "inference.yaml": (f"{SHARED_BUNDLE}/inference.yaml",)}
+#: bundle whose inference runs a checkpoint of each recorded method (``cet_monai.methods``)
 INFERENCE_BUNDLES = {**METHODS, "halves": "fourier_denoising"}
 #: method name -> what a report calls it
 METHOD_TITLES = {"recorrupted": "recorrupted pairs", "fourier": "Fourier masks", "real": "real-space Bernoulli masks", "n2n": "even/odd Noise2Noise"}
@@ -62,12 +70,32 @@ def bundle_dir(name: str) -> Path:
 
 
 def config_file(bundle: str, name: str = "train.yaml") -> str:
+    """The path of one config file of a bundle (``name`` as in its ``configs/`` folder)."""
     return str(bundle_dir(bundle) / "configs" / name)
 
 
+def config_files(bundle: str, names: Sequence[str] = ("train.yaml",)) -> list[str]:
+    """The config files MONAI merges, in order, for ``names`` of ``bundle``.
+
+    For a denoising bundle (:data:`METHODS`), ``"train.yaml"`` is the method's own file followed by
+    the shared ``bundles/denoising/configs/train.yaml``; ``"multi_gpu_train.yaml"`` and
+    ``"inference.yaml"`` are the shared ones. Any other name is the bundle's own file.
+    """
+    shared = bundle in METHODS.values()
+    files = []
+    for name in names:
+        for part in SHARED_CONFIGS.get(name, (name,)) if shared else (name,):
+            owner, _, file = part.rpartition("/")
+            files.append(config_file(owner or bundle, file))
+    return files
+
+
 def _not_skipping_logging(record: logging.LogRecord) -> bool:
-    """Drops MONAI's warning that it skips the logging file we chose to skip."""
-    return "skipping logging" not in record.getMessage()
+    """Drops MONAI's warnings that it skips the logging file we chose to skip, and that the
+    merged config files are in two folders (the method's and the shared one: meta and logging
+    files are passed explicitly)."""
+    message = record.getMessage()
+    return "skipping logging" not in message and "Not all config files are in" not in message
 
 
 def _critical_only(record: logging.LogRecord) -> bool:
@@ -86,7 +114,7 @@ def make_workflow(bundle: str, configs: Sequence[str] = ("train.yaml",), workflo
     from monai.bundle import workflows as monai_workflows
 
     root = bundle_dir(bundle)
-    files = [str(root / "configs" / c) for c in configs]
+    files = config_files(bundle, configs)
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
     monai_workflows.logger.addFilter(_not_skipping_logging)
     with warnings.catch_warnings():
@@ -117,12 +145,15 @@ def make_workflow(bundle: str, configs: Sequence[str] = ("train.yaml",), workflo
 
 @functools.lru_cache(maxsize=None)
 def bundle_defaults(method: str) -> dict:
-    """The plain values of the method's training config (``train.yaml`` read as YAML, once per
-    method; callers only read it)."""
+    """The plain values of the method's training config (its ``train.yaml`` and the shared one read
+    as YAML and merged as MONAI merges them, once per method; callers only read it)."""
     import yaml
 
-    with open(config_file(METHODS[method])) as f:
-        return yaml.safe_load(f) or {}
+    values: dict = {}
+    for path in config_files(METHODS[method]):
+        with open(path) as f:
+            values.update(yaml.safe_load(f) or {})
+    return values
 
 
 def check_iterations(method: str, overrides: dict, option: str = "iterations") -> None:

@@ -45,13 +45,25 @@ MARGIN = {"recorrupted_denoising": {"margin": 4}, "fourier_denoising": {"margin"
 
 
 def configs(bundle: str, name: str = "train.yaml") -> str:
+    """One file of a bundle's configs/ folder (metadata.json, logging.conf, ...)."""
     return str(ROOT / "bundles" / bundle / "configs" / name)
+
+
+def config_arg(bundle: str, *names: str) -> str:
+    """The ``--config_file`` value of a documented command: the files MONAI merges for ``names``
+    (train.yaml = the method's file, then the shared one), as a Python list literal."""
+    from cet_monai.workflows import config_files
+
+    files = config_files(bundle, names or ("train.yaml",))
+    return files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
 
 
 def workflow(bundle: str, files=("train.yaml",), workflow_type: str = "train", **overrides):
     from monai.bundle import ConfigWorkflow
 
-    paths = [configs(bundle, f) for f in files]
+    from cet_monai.workflows import config_files
+
+    paths = config_files(bundle, files)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return ConfigWorkflow(
@@ -105,7 +117,7 @@ def tomogram_file(tmp_path_factory):
 # ---------------------------------------------------------------------------- metadata
 
 
-@pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize("bundle", [*BUNDLES, "denoising"])
 def test_metadata_valid_against_vendored_schema(bundle):
     import jsonschema
 
@@ -132,16 +144,29 @@ def test_verify_net_in_out(bundle):
         warnings.simplefilter("ignore")
         # n=2: 16^3 inputs (the metadata says 8*n per axis: the default network's divisor)
         verify_net_in_out(net_id="network_def", meta_file=configs(bundle, "metadata.json"),
-                          config_file=configs(bundle), device="cpu", n=2)
+                          config_file=__import__("cet_monai.workflows").workflows.config_files(bundle), device="cpu", n=2)
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_bundle_files_present(bundle):
     root = ROOT / "bundles" / bundle
-    for name in ("configs/train.yaml", "configs/inference.yaml", "configs/multi_gpu_train.yaml", "configs/metadata.json",
-                 "configs/logging.conf", "docs/README.md", "LICENSE"):
+    for name in ("configs/train.yaml", "configs/metadata.json", "configs/logging.conf", "docs/README.md", "LICENSE"):
         assert (root / name).is_file(), name
     assert "Apache License" in (root / "LICENSE").read_text()[:200]
+    shared = ROOT / "bundles" / "denoising"
+    for name in ("configs/train.yaml", "configs/inference.yaml", "configs/multi_gpu_train.yaml", "configs/metadata.json",
+                 "configs/logging.conf", "docs/README.md", "LICENSE"):
+        assert (shared / name).is_file(), name
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_a_method_file_and_the_shared_training_file_share_no_id(bundle):
+    """MONAI replaces a top-level id wholesale when a later file repeats it: an id in both files
+    would silently take the shared file's value, so each id lives in one of them."""
+    method = yaml.safe_load(Path(configs(bundle)).read_text())
+    shared = yaml.safe_load((ROOT / "bundles" / "denoising" / "configs" / "train.yaml").read_text())
+    assert set(method) & set(shared) == set()
+    assert {"method_def", "network_def", "loss", "iterations", "bundle_root"} <= set(method)
 
 
 # ---------------------------------------------------------------------------- train -> infer
@@ -191,7 +216,7 @@ def test_train_then_infer_end_to_end(bundle, tmp_path, tomogram_file):
     assert infer.check_properties() == []
 
     denoised = tmp_path / "denoised.mrc"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", configs(bundle, "inference.yaml"),
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", config_arg(bundle, "inference.yaml"),
            "--tomogram", str(tomogram_file), "--checkpoint", final_checkpoint(out), "--output", str(denoised),
            "--versions", "2", "--progress", "False"]
     result = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
@@ -303,7 +328,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     """The documented multi-GPU command, on CPU: 2 processes, gloo, OMP_NUM_THREADS=1."""
     bundle = "fourier_denoising"
     out = tmp_path / "ddp"
-    files = f"['{configs(bundle)}','{configs(bundle, 'multi_gpu_train.yaml')}']"
+    files = config_arg(bundle, "train.yaml", "multi_gpu_train.yaml")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "monai.bundle", "run", "training", "--config_file", files, "--output_dir", str(out),
            "--simulation#shape", "[16,32,32]", "--simulation#mode", "fast", "--patch_size", "[16,16,16]", "--margin", "4",
@@ -368,7 +393,9 @@ def _readme_defaults(readme: Path):
 @pytest.mark.parametrize("bundle", ["recorrupted_denoising", "fourier_denoising", "real_denoising"])
 def test_readme_settings_tables_state_the_shipped_defaults(bundle):
     root = Path(__file__).resolve().parent.parent / "bundles" / bundle
-    config = yaml.safe_load((root / "configs" / "train.yaml").read_text())
+    config = {}
+    for path in __import__("cet_monai.workflows").workflows.config_files(bundle):
+        config.update(yaml.safe_load(Path(path).read_text()))  # as MONAI merges the two files
     checked = 0
     for key, documented in _readme_defaults(root / "docs" / "README.md"):
         node = config
@@ -401,8 +428,8 @@ def test_a_misspelled_bundle_command_line_id_fails_before_training_with_the_clos
     from cet_monai.errors import OptionError
 
     main = os.path.join(os.path.dirname(__import__("monai").__file__), "bundle", "__main__.py")
-    train = configs("recorrupted_denoising")
-    files = f"['{train}','{configs('recorrupted_denoising', 'multi_gpu_train.yaml')}']"
+    train = config_arg("recorrupted_denoising")
+    files = config_arg("recorrupted_denoising", "train.yaml", "multi_gpu_train.yaml")
     check_bundle_command_line([main, "run", "training", "--config_file", train, "--learning_rate", "0.1", "--simulation#shape", "[16,32,32]"])
     check_bundle_command_line([main, "run", "training", "--config_file", files, "--train#sampler#shuffle", "false"])
     check_bundle_command_line(["pytest", "--lerning_rate", "1"])  # not a bundle run: nothing to check

@@ -43,6 +43,8 @@ def test_wheel_ships_the_bundles_and_finds_them(tmp_path):
     for bundle in ("recorrupted_denoising", "fourier_denoising", "real_denoising", "membrane_segmentation"):
         assert f"cet_monai/bundles/{bundle}/configs/train.yaml" in names
         assert f"cet_monai/bundles/{bundle}/configs/metadata.json" in names
+    for name in ("train.yaml", "multi_gpu_train.yaml", "inference.yaml", "metadata.json"):  # the shared denoising wiring
+        assert f"cet_monai/bundles/denoising/configs/{name}" in names
     # the installed layout (no repository around it): bundle_dir finds cet_monai/bundles
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

@@ -115,7 +115,9 @@ def check_bundle_command_line(argv: Sequence[str] | None = None) -> None:
                 merged.update(yaml.safe_load(handle) or {})  # MONAI merges the files' top-level ids in order
         except (OSError, yaml.YAMLError):
             return  # MONAI itself reports an unreadable config
-    names = " + ".join(os.path.basename(str(f)) for f in ([listed] if isinstance(listed, str) else listed))
+    # the folder too: a method's train.yaml and the shared one have the same file name
+    names = " + ".join(os.path.join(os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(str(f))))), os.path.basename(str(f)))
+                       for f in ([listed] if isinstance(listed, str) else listed))
     check_config_keys(keys, merged, names, flag="--")
 
 

@@ -131,6 +131,11 @@ class DenoisingMethod:
         """The method with what it learns from ``source`` (a :class:`~cet_monai.engines.TomogramSource`) before training."""
         return self
 
+    def write_diagnostics(self, output_dir, source) -> list:
+        """Write what the run's folder should show about the fitted method (pictures); returns the
+        paths written. Training calls it once, before the first step. Nothing by default."""
+        return []
+
     # ------------------------------------------------------------------ training pairs
     @property
     def patch_margin(self) -> int:

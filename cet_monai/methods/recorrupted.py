@@ -82,6 +82,16 @@ class RecorruptedPairs(DenoisingMethod):
                                           equalize_levels=self.spectrum_equalize_levels)
         return dataclasses.replace(self, spectrum=spectrum)
 
+    def write_diagnostics(self, output_dir, source) -> list:
+        """``noise_spectrum.png``: the radial profile of the estimated spectrum (beside the true
+        noise's when ``source`` has a clean reference)."""
+        import os
+
+        from cet_monai.visualize import save_noise_spectrum_plot
+
+        return [save_noise_spectrum_plot(os.path.join(output_dir, "noise_spectrum.png"), self._spectrum(),
+                                         reference=source.noise_reference())]
+
     def _spectrum(self):
         if self.spectrum is None:
             raise CetMonaiError("the recorrupted method needs its noise spectrum: call fitted_to(source) first")
