@@ -17,6 +17,7 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -32,8 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from single_tomogram import SETTINGS, slope  # noqa: E402
 
 from cet_monai.data import simulate_tomogram  # noqa: E402
-from cet_monai.inferers import MCDropoutInferer  # noqa: E402
-from cet_monai.inferers.samplers import RecorruptedSampler  # noqa: E402
+from cet_monai.inferers import IdentitySampler, MCDropoutInferer  # noqa: E402
 from cet_monai.metrics import best_gaussian, psnr, ssim  # noqa: E402
 from cet_monai.transforms import colored_noise  # noqa: E402
 from cet_monai.workflows import denoise_with_network, train  # noqa: E402
@@ -80,13 +80,16 @@ def main(argv=None) -> int:
         train_s = time.perf_counter() - t0
     net = wf.parser.get_parsed_content("network").eval()
     source = wf.parser.get_parsed_content("source")
-    spectrum = wf.parser.get_parsed_content("spectrum")
-    local_level = bool(wf.parser.get_parsed_content("method").local_noise_level)
-    alpha = float(overrides.get("alpha", 1.0))
+    method = wf.parser.get_parsed_content("method")  # fitted: it carries the estimated spectrum
+    spectrum = method.spectrum
+    alpha = method.alpha
 
     def inferer(k, a):
-        return MCDropoutInferer(roi_size=(32, 32, 32), sampler=RecorruptedSampler(spectrum, num_versions=k, alpha=a, margin=8, local_level=local_level),
-                                passes=1, sw_batch_size=2, overlap=0.5, mode="gaussian", seed=args.seed)
+        """The method's own window inferer with K = k draws at a = ``a`` (a = 0: the network on y itself)."""
+        if a == 0:
+            return MCDropoutInferer(roi_size=list(method.patch_size), sampler=IdentitySampler(), passes=1, sw_batch_size=2,
+                                    overlap=0.5, mode="gaussian", seed=args.seed)
+        return dataclasses.replace(method, alpha=a).window_inferer(versions=k, passes=1, seed=args.seed)
 
     def score(name, estimate):
         out = source.normalizer.inverse(np.asarray(estimate, np.float32))
