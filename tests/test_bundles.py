@@ -331,7 +331,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     files = config_arg(bundle, "train.yaml", "multi_gpu_train.yaml")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "monai.bundle", "run", "training", "--config_file", files, "--output_dir", str(out),
-           "--simulation#shape", "[16,32,32]", "--simulation#mode", "fast", "--patch_size", "[16,16,16]", "--margin", "4",
+           "--simulation#shape", "[16,32,32]", "--patch_size", "[16,16,16]", "--margin", "4",
            "--iterations", "4", "--epoch_length", "2", "--val_interval", "1", "--checkpoint_interval", "1",
            "--network_def#features", "[8,16,16]", "--progress", "False"]
     result = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=400)
