@@ -299,10 +299,11 @@ def _preflight(args, overrides: dict, shapes: dict) -> None:
     device, the patch against the network and each tomogram ``shapes[path] = (Z, Y, X)``."""
     from cet_monai.engines import check_config_keys, check_device, check_patch
     from cet_monai.networks import DropoutUNet
-    from cet_monai.workflows import METHODS
+    from cet_monai.workflows import METHODS, method_from_settings
 
     defaults = _bundle_defaults(args.method)
     check_config_keys(list(_parse_overrides(args.overrides)), defaults, f"bundles/{METHODS[args.method]}/configs/train.yaml + bundles/denoising/configs/train.yaml")
+    method_from_settings(args.method, overrides)  # the method's own checks of its settings, before any tomogram is read
     check_device(args.device)
     patch = overrides.get("patch_size", defaults.get("patch_size"))
     features = overrides.get("network_def#features", defaults.get("network_def", {}).get("features"))

@@ -27,6 +27,7 @@ __all__ = [
     "bundle_dir",
     "config_file",
     "config_files",
+    "method_from_settings",
     "make_workflow",
     "train",
     "predict",
@@ -154,6 +155,33 @@ def bundle_defaults(method: str) -> dict:
         with open(path) as f:
             values.update(yaml.safe_load(f) or {})
     return values
+
+
+def method_from_settings(method: str, overrides: Mapping | None = None):
+    """The method object (:mod:`cet_monai.methods`, not yet fitted to a tomogram) that training with
+    ``overrides`` (config ids, as for :func:`train`) would build: the bundle's ``method_def``
+    with each ``"@id"`` resolved to the override or the bundle's default. Its class validates
+    the settings, so a bad value (``alpha=-1``, ``keep_prob=2``) fails here, before any tomogram
+    is read. Returns ``None`` when a setting is an expression only the bundle can evaluate.
+    """
+    import importlib
+
+    overrides = dict(overrides or {})
+    defaults = bundle_defaults(method)
+    spec = dict(defaults.get("method_def") or {})
+    module, _, name = str(spec.pop("_target_")).rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    values = {}
+    for key, value in spec.items():
+        if f"method_def#{key}" in overrides:
+            value = overrides[f"method_def#{key}"]
+        elif isinstance(value, str) and value.startswith("@"):
+            ref = value[1:]
+            value = overrides.get(ref, defaults.get(ref))
+        if isinstance(value, str) and value.startswith(("$", "@", "%")):
+            return None  # an expression: the bundle decides
+        values[key] = value
+    return cls(**values)
 
 
 def check_iterations(method: str, overrides: dict, option: str = "iterations") -> None:

@@ -169,6 +169,12 @@ def test_iterations_are_whole_epochs_or_refused(tmp_path, capsys):
         (["--set", "learnin_rate=0.1"], "did you mean learning_rate"),
         (["--set", "network_def#dropot=0.1"], "network_def#dropout"),
         (["--device", "gpu"], "not a device name"),
+        # the method's own checks of its settings, before the tomogram is read (they used to run
+        # inside the bundle, after planning, the run folder made)
+        (["--set", "alpha=-1"], "alpha must be > 0"),
+        (["--method", "real", "--set", "keep_prob=2"], "keep_prob must be in (0, 1]"),
+        (["--method", "fourier", "--set", "sampling=bogus"], "sampling must be one of"),
+        (["--set", "method_def#spectrum_quantile=1.0"], "spectrum_quantile must be below 1"),
     ],
 )
 def test_impossible_options_are_one_line_before_training(tmp_path, capsys, extra, expected):

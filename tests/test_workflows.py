@@ -53,3 +53,21 @@ def test_train_refuses_a_budget_that_is_not_whole_epochs():
     assert overrides == {"iterations": 20, "epoch_length": 20}   # a short budget shortens the epoch
     with pytest.raises(CetMonaiError, match="iterations must be >= 1"):
         check_iterations("fourier", {"iterations": 0})
+
+
+def test_method_from_settings_is_what_the_bundle_builds(tmp_path):
+    """The CLI's preflight builds the method from the bundle's defaults and the overrides; it
+    must be the object the bundle's method_def makes (the same class, the same settings)."""
+    from cet_monai.methods import FourierMasks, RecorruptedPairs, RealSpaceBernoulli
+    from cet_monai.workflows import method_from_settings, train
+
+    assert method_from_settings("recorrupted") == RecorruptedPairs()
+    assert method_from_settings("recorrupted", {"alpha": 0.5, "method_def#margin": 4}) == RecorruptedPairs(alpha=0.5, margin=4)
+    assert isinstance(method_from_settings("fourier"), FourierMasks)
+    assert isinstance(method_from_settings("real"), RealSpaceBernoulli)
+    assert method_from_settings("recorrupted", {"alpha": "$1.0 / 2"}) is None  # an expression: the bundle decides
+    wf = train("fourier", output_dir=tmp_path, iterations=1, epoch_length=1, progress=False, **{"simulation#shape": [16, 32, 32],
+               "patch_size": [16, 16, 16], "margin": 4, "network_def#features": [4, 8], "versions": 1, "passes": 1, "keep_prob": 0.4})
+    built = wf.parser.get_parsed_content("method_def")
+    expected = method_from_settings("fourier", {"patch_size": [16, 16, 16], "margin": 4, "versions": 1, "passes": 1, "keep_prob": 0.4})
+    assert built == expected and built.keep_prob == 0.4
