@@ -603,7 +603,9 @@ def cmd_predict(args) -> int:
     record = load_record(args.checkpoint)
     extra = {k: v for k, v in (("versions", args.versions), ("passes", args.passes)) if v is not None}
     if args.device:
-        extra["device"] = f"$torch.device('{args.device}')"
+        import torch
+
+        extra["device"] = torch.device(args.device)  # the object itself: no YAML expression written here
     for w in predict(inputs, args.checkpoint, args.output, method=record.method.name, overwrite=args.overwrite, save_std=args.save_std, **extra):
         print(w)
     return EXIT_OK
@@ -634,12 +636,10 @@ COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "denoise": cmd_denoise, 
 
 
 def _user_error(error: BaseException) -> CetMonaiError | None:
-    """The :class:`CetMonaiError` behind ``error``, if any: MONAI's config engine wraps the
-    errors our components raise."""
-    cause = error
-    while cause is not None and not isinstance(cause, CetMonaiError):
-        cause = cause.__cause__ or cause.__context__
-    return cause
+    """The :class:`CetMonaiError` behind ``error``, if any (:func:`cet_monai.errors.user_error`)."""
+    from cet_monai.errors import user_error
+
+    return user_error(error)
 
 
 def _terminate(signum, frame):  # a scheduler's SIGTERM (job time limit, scancel) ends the run like Ctrl-C

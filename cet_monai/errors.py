@@ -27,3 +27,12 @@ class OutputExistsError(CetMonaiError, FileExistsError):
 
 class OptionError(CetMonaiError, ValueError):
     """An option or setting that cannot work (unknown key, impossible size, missing device, ...)."""
+
+
+def user_error(error: BaseException) -> CetMonaiError | None:
+    """The :class:`CetMonaiError` behind ``error``, if any: MONAI's config engine wraps the errors
+    our components raise (``RuntimeError: Failed to evaluate ...`` from ``ValueError`` from ours)."""
+    cause = error
+    while cause is not None and not isinstance(cause, CetMonaiError):
+        cause = cause.__cause__ or cause.__context__
+    return cause

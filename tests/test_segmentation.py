@@ -213,6 +213,29 @@ def test_segment_keeps_header_and_refuses_overwrite(tmp_path, tiny_checkpoint):
         segment(src, tmp_path / "x.mrc", tmp_path / "missing.pt")
 
 
+def test_segment_runs_the_bundle_and_gives_the_direct_sliding_window_result(tmp_path, tiny_checkpoint):
+    """segment() goes through membrane_segmentation/configs/inference.yaml: its probability is
+    the one a direct MONAI sliding window over the normalised tomogram gives, and the preview
+    and a window override reach it."""
+    from cet_monai.normalize import TomogramNormalizer
+    from cet_monai.segmentation import load_model, predict_probability
+
+    rng = np.random.default_rng(2)
+    raw = rng.normal(size=(20, 24, 28)).astype(np.float32)
+    src = write_volume(tmp_path / "tomo.mrc", raw)
+    res = segment(src, tmp_path / "labels.mrc", tiny_checkpoint, probability_path=tmp_path / "p.mrc", device="cpu",
+                  preview_path=tmp_path / "previews")
+    network, spec = load_model(tiny_checkpoint, device="cpu")
+    image = TomogramNormalizer(*spec.percentiles).fit(raw).transform(raw).astype(np.float32)
+    direct = predict_probability(image, network, roi_size=spec.patch_size, overlap=0.5, sw_batch_size=4)
+    np.testing.assert_allclose(read_volume(tmp_path / "p.mrc")[0], direct, rtol=0, atol=1e-5)
+    assert res["preview"] == tmp_path / "previews" / "tomo_membranes.png" and res["preview"].is_file()
+    wide = segment(src, tmp_path / "wide.mrc", tiny_checkpoint, probability_path=tmp_path / "pw.mrc", device="cpu", roi_size=[8])
+    direct8 = predict_probability(image, network, roi_size=(8, 8, 8), overlap=0.5, sw_batch_size=4)
+    np.testing.assert_allclose(read_volume(tmp_path / "pw.mrc")[0], direct8, rtol=0, atol=1e-5)
+    assert wide["labels"] == tmp_path / "wide.mrc"
+
+
 # ----------------------------------------------------------------------------- the bundle
 
 

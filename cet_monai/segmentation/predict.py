@@ -237,22 +237,32 @@ def segment(
     if not 0.0 <= float(overlap) < 1.0:
         raise CetMonaiError(f"overlap must be in [0, 1), got {overlap}")
     _check_outputs(input_path, output_path, probability_path, overwrite)
-    network, spec = load_model(checkpoint, device=device)
-    raw, header = read_volume(input_path, mmap=True, validate=True)
-    normalizer = TomogramNormalizer(*spec.percentiles).fit(raw)
-    image = np.asarray(normalizer.transform(raw), dtype=np.float32)
-    roi = tuple(int(r) for r in (roi_size if roi_size is not None else spec.patch_size))
-    if len(roi) == 1:
-        roi = roi * 3
-    prob = predict_probability(image, network, roi_size=roi, overlap=overlap, sw_batch_size=sw_batch_size,
-                               amp=amp, progress=progress)
-    result = write_segmentation(output_path, prob, header, threshold, probability_path, overwrite, inputs=[input_path])
-    if preview_path is not None:
-        from cet_monai.visualize import save_orthoslices
+    load_checkpoint(checkpoint)  # a missing or unreadable checkpoint: its own error, before the bundle starts
+    from cet_monai.errors import user_error
+    from cet_monai.workflows import make_workflow
 
-        save_orthoslices(preview_path, {"tomogram": image, "membrane probability": prob,
-                                        "labels": (prob > threshold).astype(np.uint8)},
-                         voxel_size=header.voxel_size)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    overrides = {
+        "input": str(input_path), "output": str(output_path), "checkpoint": str(checkpoint), "overwrite": bool(overwrite),
+        "probability_output": None if probability_path is None else str(probability_path),
+        "preview_output": None if preview_path is None else str(preview_path),
+        "device": dev, "amp": bool(amp) and dev.type == "cuda", "sw_overlap": float(overlap), "sw_batch_size": int(sw_batch_size),
+        "threshold": float(threshold), "progress": bool(progress),
+    }
+    if roi_size is not None:
+        roi = [int(r) for r in roi_size]
+        overrides["roi_size"] = roi * 3 if len(roi) == 1 else roi
+    try:  # the bundle's inference: one segmentation path for the bundle, this function and the command line
+        workflow = make_workflow("membrane_segmentation", ("inference.yaml",), "infer", **overrides)
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+    except Exception as err:
+        cause = user_error(err)
+        if cause is not None:
+            raise cause from None
+        raise
+    result = dict(workflow.parser.get_parsed_content("saver").results[0])
     result["seconds"] = time.perf_counter() - t0
     logger.info("wrote %s (%.2f %% membrane) in %.1f s", result["labels"], 100 * result["membrane_fraction"], result["seconds"])
     return result
@@ -291,18 +301,25 @@ class SaveSegmentationd(MapTransform):
         probability_output: probability file / folder (``..._membrane_probability``), or ``None``.
         threshold: membrane where the probability is above it.
         overwrite: replace existing outputs.
+        preview_output: PNG file / folder (``..._membranes.png``) of central orthogonal slices of the
+            normalised tomogram, the probability and the labels, or ``None``.
+
+    ``written`` lists the label files, ``results`` one dict per input (``labels``,
+    ``probability``, ``membrane_fraction``, ``preview``).
     """
 
     def __init__(self, keys: KeysCollection = "pred", output: str | None = None, probability_output: str | None = None,
                  meta_source_key: str = "image", threshold: float = 0.5, overwrite: bool = False,
-                 allow_missing_keys: bool = False) -> None:
+                 preview_output: str | None = None, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output = output
         self.probability_output = probability_output
         self.meta_source_key = meta_source_key
         self.threshold = float(threshold)
         self.overwrite = overwrite
+        self.preview_output = preview_output
         self.written: list[Path] = []
+        self.results: list[dict] = []
 
     @staticmethod
     def _resolve(target, input_path: str, suffix: str) -> Path:
@@ -312,6 +329,15 @@ class SaveSegmentationd(MapTransform):
         if t.is_dir() or not t.suffix:
             return t / Path(default_label_name(input_path, suffix)).name
         return t
+
+    def preview_path(self, input_path: str) -> Path:
+        """``preview_output`` itself if it names a ``.png``, else ``<folder>/<input stem>_membranes.png``."""
+        target = Path(str(self.preview_output))
+        if target.suffix.lower() == ".png":
+            return target
+        stem = Path(default_label_name(input_path, "_membranes")).name
+        stem = stem[: -len(".nii.gz")] if stem.endswith(".nii.gz") else Path(stem).stem
+        return target / f"{stem}.png"
 
     def output_paths(self, input_path: str) -> tuple[Path, Path | None]:
         labels = self._resolve(self.output, input_path, "_membranes")
@@ -344,8 +370,18 @@ class SaveSegmentationd(MapTransform):
                 path = str(path[b] if isinstance(path, (list, tuple)) else path)
                 header = read_volume(path, mmap=True)[1]  # every header field, as read
                 labels, prob = self.output_paths(path)
-                res = write_segmentation(labels, pred[b, 0].detach().cpu().float().numpy(), header, self.threshold,
-                                         prob, self.overwrite, inputs=[path])
+                probability = pred[b, 0].detach().cpu().float().numpy()
+                res = write_segmentation(labels, probability, header, self.threshold, prob, self.overwrite, inputs=[path])
+                res["preview"] = None
+                if self.preview_output not in (None, "", False):
+                    from cet_monai.visualize import save_orthoslices
+
+                    image = source[b, 0] if source.dim() == 5 else source[0]
+                    res["preview"] = save_orthoslices(
+                        self.preview_path(path),
+                        {"tomogram": image.detach().cpu().float().numpy(), "membrane probability": probability,
+                         "labels": (probability > self.threshold).astype(np.uint8)}, voxel_size=header.voxel_size)
                 self.written.append(res["labels"])
+                self.results.append(res)
                 logger.info("wrote %s (%.2f %% membrane)", res["labels"], 100 * res["membrane_fraction"])
         return d
