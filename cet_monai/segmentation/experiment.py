@@ -279,6 +279,11 @@ def _plain(x) -> torch.Tensor:
     return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
 
 
+def _plain_batch(samples: Sequence[Mapping]) -> dict:
+    """Collate augmented samples into plain ``(B, 1, ...)`` image / label tensors (see :func:`_plain`)."""
+    return {key: torch.stack([_plain(sample[key]) for sample in samples]) for key in ("image", "label")}
+
+
 def train_on_patches(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], spec: ModelSpec, iterations: int,
                      batch_size: int = 4, learning_rate: float = 2e-3, weight_decay: float = 1e-5, seed: int = 0,
                      device=None, grad_clip: float = 1.0) -> torch.nn.Module:
@@ -287,36 +292,45 @@ def train_on_patches(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     Every iteration draws ``batch_size`` patches (seeded), flips / rotates them about Z
     (:func:`~cet_monai.segmentation.augmentations`) and takes one AdamW step on
     :class:`~cet_monai.segmentation.MaskedDiceCELoss`; the learning rate follows a cosine to
-    5 % of its start. Returns the network in eval mode.
+    5 % of its start. The steps run on MONAI's :class:`~monai.engines.SupervisedTrainer` (the
+    engine the bundles train with), with the package's gradient clipping handler. Returns the
+    network in eval mode.
     """
+    from monai.data import Dataset
+    from monai.engines import SupervisedTrainer
+    # torch's own loader: MONAI's DataLoader with num_workers=0 reseeds the dataset's transforms
+    # from torch's global generator, which would replace the augmentation's seed set below
+    from torch.utils.data import DataLoader
+    from monai.handlers import LrScheduleHandler
+
+    from cet_monai.engines.handlers import GradientClipping
+
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    iterations = int(iterations)
+    if iterations < 1:
+        raise CetMonaiError(f"iterations must be >= 1, got {iterations}")
     torch.manual_seed(seed)
     network = spec.build().to(device)
     aug = augmentations(keys=("image", "label"), patch_size=spec.patch_size)
     aug.set_random_state(seed=seed)
     loss_fn = MaskedDiceCELoss(num_classes=spec.num_classes, ignore_index=spec.ignore_index)
     opt = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, iterations), eta_min=0.05 * learning_rate)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=iterations, eta_min=0.05 * learning_rate)
     rng = np.random.default_rng(seed)
     imgs = [torch.as_tensor(i, dtype=torch.float32)[None] for i in images]
     labs = [torch.as_tensor(np.asarray(lab, dtype=np.uint8))[None] for lab in labels]
-    network.train()
-    for _ in range(int(iterations)):
-        idx = rng.choice(len(imgs), size=batch_size, replace=len(imgs) < batch_size)
-        xs, ys = [], []
-        for i in idx:
-            d = aug({"image": imgs[i], "label": labs[i]})
-            xs.append(_plain(d["image"]))
-            ys.append(_plain(d["label"]))
-        x = torch.stack(xs).to(device)
-        y = torch.stack(ys).to(device)
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(network(x), y)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
-        opt.step()
-        sched.step()
+    # the patches of every step, drawn up front in step order; augmented in that order as they are loaded
+    order = [int(i) for _ in range(iterations) for i in rng.choice(len(imgs), size=batch_size, replace=len(imgs) < batch_size)]
+    loader = DataLoader(Dataset([{"image": imgs[i], "label": labs[i]} for i in order], transform=aug),
+                        batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=_plain_batch)
+    handlers = [LrScheduleHandler(sched, epoch_level=False, print_lr=False)]
+    if grad_clip:
+        handlers.append(GradientClipping(max_norm=grad_clip))
+    trainer = SupervisedTrainer(device=device, max_epochs=1, epoch_length=iterations, train_data_loader=loader, network=network,
+                                optimizer=opt, loss_function=loss_fn, train_handlers=handlers, amp=False,
+                                optim_set_to_none=True, decollate=False)
+    trainer.logger.setLevel(logging.WARNING)  # one engine per training set: its INFO lines would flood the experiment's log
+    trainer.run()
     return network.eval()
 
 
