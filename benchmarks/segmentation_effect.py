@@ -31,7 +31,8 @@ import yaml
 
 
 def parse_args(argv=None):
-    from cet_monai.segmentation.experiment import ALL_KINDS, PROTOCOLS, experiment_settings
+    from cet_monai.segmentation.experiment import PROTOCOLS, experiment_settings
+    from cet_monai.segmentation.inputs import ALL_KINDS
     from cet_monai.segmentation.scenes import SIMULATION_SETTINGS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)

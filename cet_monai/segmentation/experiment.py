@@ -42,7 +42,6 @@ experiment is started again with the same settings (so an interrupted run resume
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import logging
@@ -51,7 +50,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +59,19 @@ from cet_monai.errors import CetMonaiError
 from cet_monai.normalize import TomogramNormalizer
 
 from .data import augmentations
-from .inputs import ALL_KINDS, DENOISER_KINDS, KIND_LABELS, denoiser_status, input_kinds
+from .inputs import DENOISER_KINDS, KIND_LABELS, denoiser_status, input_kinds
 from .losses import MaskedDiceCELoss
 from .metrics import dice_score, segmentation_scores
 from .model import ModelSpec
 from .predict import predict_probability
-from .scenes import SimulationSetting, simulation_setting
-from .statistics import block_dice, paired_bootstrap
+from .statistics import block_dice
+from .experiment_settings import (  # noqa: F401  (re-exported: the experiment's public names stay here)
+    CONCLUSIVE_MARGIN, DENOISER_SETTINGS, GRID_AXES, PROTOCOL_LABELS, PROTOCOLS, SIZES, ExperimentSettings,
+    _per_kind_overrides, _union, _with_denoiser_settings_of, experiment_settings, incompatible_settings,
+)
+from .experiment_report import (  # noqa: F401
+    PAIRED_FIELDS, SUMMARY_FIELDS, _kind_order, _protocol_order, conclusiveness, format_tables, plot_dice, summarize,
+)
 
 __all__ = [
     "ExperimentSettings",
@@ -89,151 +93,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: the two questions: ``denoised`` trains and tests on each input kind; ``raw_trained`` applies the
-#: network trained on raw patches (same seed and N) to each kind's test tomogram
-PROTOCOLS = ("denoised", "raw_trained")
-PROTOCOL_LABELS = {"denoised": "trained and tested on each input",
-                   "raw_trained": "trained on raw, applied to each input"}
-#: margin by which the raw input's Dice must beat an all-background prediction
-CONCLUSIVE_MARGIN = 0.1
 
 
-@dataclass
-class ExperimentSettings:
-    """Everything that defines one run of the experiment (written to ``experiment.json``).
-
-    Sizes: :data:`SIZES` (``"reduced"``: 2 CPU cores, ``"full"``: a GPU, ``"tiny"``: tests).
-    ``setting`` names the simulated imaging and specimen
-    (:data:`~cet_monai.segmentation.scenes.SIMULATION_SETTINGS`); ``snr``, when given, overrides
-    the setting's dose.
-    """
-
-    size: str = "reduced"
-    setting: str = "standard"
-    shape: Sequence[int] = (64, 128, 128)        # simulated tomograms (Z, Y, X), voxels
-    voxel_size: float = 10.0                     # angstrom
-    snr: float | None = None                     # None: the setting's
-    simulation_mode: str = "tilt_series"
-    n_train_tomograms: int = 1
-    patch_size: int = 32                         # training patch edge = inference window
-    n_patches: Sequence[int] = (2, 8, 32)
-    seeds: Sequence[int] = (0, 1, 2)
-    kinds: Sequence[str] = ALL_KINDS
-    protocols: Sequence[str] = PROTOCOLS
-    iterations: int = 200
-    batch_size: int = 4
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-5
-    features: Sequence[int] = (8, 16, 32, 64)     # DynUNet channels per level
-    architecture: str = "dynunet"
-    min_membrane_fraction: float = 0.02
-    patch_stride: int = 8                        # grid of candidate patch corners
-    surface_tolerance: float = 2.0               # voxels
-    overlap: float = 0.5                         # sliding-window overlap at test time
-    test_block: int = 32                         # edge (voxels) of the test blocks scored one by one
-    gaussian_sigmas: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0)
-    # passed to denoise_volume; a key naming a denoiser kind ("s2s") holds overrides for that kind only
-    denoise_overrides: Mapping = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.shape = tuple(int(s) for s in self.shape)
-        self.n_patches = tuple(sorted(int(n) for n in self.n_patches))
-        self.seeds = tuple(int(s) for s in self.seeds)
-        self.kinds = tuple(str(k) for k in self.kinds)
-        self.protocols = tuple(str(p) for p in self.protocols)
-        self.features = tuple(int(f) for f in self.features)
-        self.gaussian_sigmas = tuple(float(s) for s in self.gaussian_sigmas)
-        self.denoise_overrides = dict(self.denoise_overrides)
-        self.snr = None if self.snr is None else float(self.snr)
-        simulation_setting(self.setting)  # a clear error for an unknown name
-        unknown = [k for k in self.kinds if k not in KIND_LABELS]
-        if unknown:
-            raise CetMonaiError(f"unknown input kind(s) {unknown}; choose from {list(KIND_LABELS)}")
-        bad = [p for p in self.protocols if p not in PROTOCOLS]
-        if bad or not self.protocols:
-            raise CetMonaiError(f"unknown protocol(s) {bad}; choose one or both of {list(PROTOCOLS)}")
-        if not self.kinds or not self.n_patches or not self.seeds:
-            raise CetMonaiError("the experiment needs at least one input kind, one N and one seed")
-        if min(self.n_patches) < 1:
-            raise CetMonaiError(f"numbers of training patches must be >= 1, got {self.n_patches}")
-        if any(self.patch_size > s for s in self.shape):
-            raise CetMonaiError(f"patch_size {self.patch_size} does not fit the tomograms {self.shape}")
-        if not 1 <= self.test_block <= min(self.shape):
-            raise CetMonaiError(f"test_block {self.test_block} does not fit the tomograms {self.shape}")
-        self.model_spec()  # validates patch size against the network
-
-    def simulation(self) -> SimulationSetting:
-        """The simulation setting, with ``snr`` applied when it is set."""
-        base = simulation_setting(self.setting)
-        return base if self.snr is None else dataclasses.replace(base, snr=self.snr)
-
-    def denoiser_overrides(self, kind: str) -> dict:
-        """The ``denoise_volume`` overrides of denoiser kind ``kind``: the shared ones, then the kind's own."""
-        shared = {k: v for k, v in self.denoise_overrides.items() if k not in DENOISER_KINDS}
-        return {**shared, **dict(self.denoise_overrides.get(kind) or {})}
-
-    def model_spec(self) -> ModelSpec:
-        return ModelSpec(architecture=self.architecture, features=self.features, patch_size=(self.patch_size,) * 3)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
-
-    def simulation_seeds(self, seed: int) -> tuple[list[int], int]:
-        """(training tomogram seeds, test tomogram seed) of experiment seed ``seed``."""
-        return [1000 * seed + 1 + i for i in range(self.n_train_tomograms)], 1000 * seed + 999
-
-    def with_overrides(self, **changes) -> ExperimentSettings:
-        changes = {k: v for k, v in changes.items() if v is not None}
-        return dataclasses.replace(self, **changes)
 
 
-#: the CPU budget of the three original denoisers: the Fourier bundle's (100 iterations of
-#: [8, 16, 32, 64]) for all three, so that real-space masks (bundle default 600 iterations of
-#: [16, 32, 64, 64]: ~10 min per tomogram here) fit the grid; the recorrupted default runs as shipped
-_CPU_DENOISERS = {"iterations": 100, "network_def#features": [8, 16, 32, 64]}
-
-#: ``reduced``: minutes per training on 2 CPU cores; ``full``: the GPU version; ``tiny``: tests
-SIZES: dict[str, ExperimentSettings] = {
-    "reduced": ExperimentSettings(size="reduced", denoise_overrides={
-        "s2s": {**_CPU_DENOISERS, "versions": 4, "passes": 1},
-        "f2f": {**_CPU_DENOISERS, "sampling": "pool"},
-        "n2n": dict(_CPU_DENOISERS),
-    }),
-    "full": ExperimentSettings(
-        size="full", shape=(128, 256, 256), n_train_tomograms=4, patch_size=64, n_patches=(2, 4, 8, 16, 32),
-        seeds=(0, 1, 2, 3, 4), iterations=3000, batch_size=8, features=(16, 32, 64, 128, 256), learning_rate=1e-3,
-        test_block=64, denoise_overrides={"f2f": {"sampling": "pool"}},
-    ),
-    "tiny": ExperimentSettings(
-        size="tiny", shape=(32, 32, 32), simulation_mode="fast", n_train_tomograms=1, patch_size=32,
-        n_patches=(1,), seeds=(0,), kinds=("raw",), iterations=2, batch_size=1, features=(4, 8, 16),
-        min_membrane_fraction=0.0, test_block=16, gaussian_sigmas=(1.0,), denoise_overrides={"iterations": 2},
-    ),
-}
 
 
-def experiment_settings(size: str = "reduced", kinds=None, n_patches=None, seeds=None, iterations=None,
-                        denoise_iterations=None, snr=None, denoise_set: Mapping | None = None, setting=None,
-                        protocols=None) -> ExperimentSettings:
-    """The settings of a named size (:data:`SIZES`) with the command-line overrides applied
-    (``None`` keeps the size's value). ``denoise_set`` adds denoiser bundle overrides
-    (``{"network_def#dropout": 0.3}``) to the size's ``denoise_overrides``; it and
-    ``denoise_iterations`` apply to every denoiser kind, replacing a kind's own value of that key."""
-    if size not in SIZES:
-        raise CetMonaiError(f"unknown experiment size {size!r}; choose one of {sorted(SIZES)}")
-    settings = SIZES[size]
-    overrides = {"kinds": kinds, "n_patches": n_patches, "seeds": seeds, "iterations": iterations, "snr": snr,
-                 "setting": setting, "protocols": protocols}
-    given = dict(denoise_set or {})
-    if denoise_iterations is not None:
-        given["iterations"] = int(denoise_iterations)
-    denoise = {k: ({kk: vv for kk, vv in v.items() if kk not in given} if k in DENOISER_KINDS else v)
-               for k, v in settings.denoise_overrides.items()}
-    denoise.update(given)
-    if denoise != settings.denoise_overrides:
-        overrides["denoise_overrides"] = denoise
-    return settings.with_overrides(**overrides)
+
 
 
 # ----------------------------------------------------------------------------- patches and training
@@ -337,52 +203,14 @@ def train_on_patches(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
 # ----------------------------------------------------------------------------- files
 
 
-#: settings that only extend the grid: a rerun with more (or fewer) of them resumes the same experiment
-GRID_AXES = ("kinds", "seeds", "n_patches", "protocols")
-#: settings that only change the denoised input kinds
-DENOISER_SETTINGS = ("denoise_overrides",)
 
 
-def _per_kind_overrides(sources: Mapping[str, ExperimentSettings]) -> dict:
-    """``denoise_overrides`` that give each denoiser kind the overrides it has in ``sources[kind]``
-    (shared keys where all kinds agree, the rest per kind)."""
-    each = {kind: src.denoiser_overrides(kind) for kind, src in sources.items()}
-    shared = {k: v for k, v in next(iter(each.values())).items() if all(k in e and e[k] == v for e in each.values())}
-    out = dict(shared)
-    for kind, e in each.items():
-        own = {k: v for k, v in e.items() if k not in shared}
-        if own:
-            out[kind] = own
-    return out
 
 
-def _union(*grids: Sequence) -> tuple:
-    return tuple(dict.fromkeys(x for grid in grids for x in grid))
 
 
-def _with_denoiser_settings_of(settings: ExperimentSettings, old: Mapping) -> ExperimentSettings:
-    """``settings`` with the denoiser settings of the stored settings ``old`` (a dict)."""
-    return ExperimentSettings(**{**settings.to_dict(), **{k: old[k] for k in DENOISER_SETTINGS if k in old}})
 
 
-def incompatible_settings(old: Mapping, settings: ExperimentSettings, rows: Sequence[Mapping]) -> str:
-    """Why a folder whose ``experiment.json`` holds ``old`` settings cannot be resumed with
-    ``settings`` (empty string when it can).
-
-    The grid (:data:`GRID_AXES`: kinds, seeds, N) may grow or shrink: every result row names its
-    own seed, kind and N. A denoiser kind's settings may change only while that kind has no result
-    in ``rows`` (the rows of ``runs.csv`` and ``inputs.csv``), since those rows do not record them.
-    """
-    new = settings.to_dict()
-    differ = [k for k in sorted(set(old) | set(new))
-              if k not in GRID_AXES and k not in DENOISER_SETTINGS and old.get(k) != new.get(k)]
-    problems = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ]
-    before = _with_denoiser_settings_of(settings, old)
-    done = {r.get("kind") for r in rows}
-    for kind in DENOISER_KINDS:
-        if kind in done and kind in settings.kinds and before.denoiser_overrides(kind) != settings.denoiser_overrides(kind):
-            problems.append(f"{kind} denoiser: {before.denoiser_overrides(kind)!r} -> {settings.denoiser_overrides(kind)!r}")
-    return ", ".join(problems)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -749,8 +577,6 @@ def merge_experiments(sources: Sequence[str | os.PathLike], out: str | os.PathLi
     return _report(out, merged, runs_list, inputs_list, {}, {"status": "merged", "sources": [str(s) for s in sources]})
 
 
-def _kind_order(kind: str) -> int:
-    return ALL_KINDS.index(kind) if kind in ALL_KINDS else len(ALL_KINDS)
 
 
 def cut_patches_multi(volumes: Sequence[np.ndarray], corners, patch_size: int) -> list[np.ndarray]:
@@ -769,238 +595,22 @@ def _save_example(path: Path, volume, prob, labels, voxel_size, title):
 
 # ----------------------------------------------------------------------------- reporting
 
-SUMMARY_FIELDS = ["protocol", "kind", "n_patches", "seeds", "dice_mean", "dice_std", "surface_dice_mean",
-                  "surface_dice_std", "background_dice", "all_membrane_dice", "train_seconds_mean", "predict_seconds_mean"]
-PAIRED_FIELDS = ["protocol", "kind", "n_patches", "seeds", "dice_minus_raw_mean", "dice_minus_raw_std", "better_than_raw",
-                 "blocks", "block_diff_mean", "block_diff_low", "block_diff_high", "blocks_better"]
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    a = np.asarray([v for v in values if not (isinstance(v, float) and math.isnan(v))], dtype=np.float64)
-    if a.size == 0:
-        return math.nan, math.nan
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
-def _protocol_order(protocol: str) -> int:
-    return PROTOCOLS.index(protocol) if protocol in PROTOCOLS else len(PROTOCOLS)
 
 
-def summarize(runs: list[dict], inputs: list[dict], blocks: Sequence[Mapping] = ()) -> dict:
-    """Mean and sample standard deviation over seeds, per (protocol, kind, N) and per kind for the
-    inputs; paired differences to the raw input (same protocol, seed and N), and with ``blocks``
-    (rows of ``blocks.csv``) their per-block mean with a 95 % bootstrap interval over test blocks x
-    seeds (:func:`~cet_monai.segmentation.statistics.paired_bootstrap`)."""
-    runs = [dict(r, protocol=r.get("protocol") or "denoised") for r in runs]
-    rows = []
-    keys = sorted({(r["protocol"], r["kind"], int(r["n_patches"])) for r in runs},
-                  key=lambda k: (_protocol_order(k[0]), _kind_order(k[1]), k[2]))
-    for protocol, kind, n in keys:
-        sel = [r for r in runs if r["protocol"] == protocol and r["kind"] == kind and int(r["n_patches"]) == n]
-        dm, ds = _mean_std([float(r["dice"]) for r in sel])
-        sm, ss = _mean_std([float(r["surface_dice"]) for r in sel])
-        bg, _ = _mean_std([float(r["background_dice"]) for r in sel])
-        tm, _ = _mean_std([float(r["train_seconds"]) for r in sel])
-        pm, _ = _mean_std([float(r["predict_seconds"]) for r in sel if r.get("predict_seconds") not in (None, "")])
-        fg = [2 * p / (1 + p) for p in (float(r["test_membrane_fraction"]) for r in sel)]
-        rows.append({"protocol": protocol, "kind": kind, "n_patches": n, "seeds": len(sel), "dice_mean": dm,
-                     "dice_std": ds, "surface_dice_mean": sm, "surface_dice_std": ss, "background_dice": bg,
-                     "all_membrane_dice": _mean_std(fg)[0], "train_seconds_mean": tm, "predict_seconds_mean": pm})
-    block_dice_of: dict[tuple, dict] = {}
-    for b in blocks:
-        k = (b.get("protocol") or "denoised", b["kind"], int(b["n_patches"]), int(b["seed"]))
-        block_dice_of.setdefault(k, {})[b["block"]] = float(b["dice"])
-    paired = []  # kind - raw, seed by seed (same patches, initialisation and batches)
-    for protocol, kind, n in keys:
-        if kind == "raw":
-            continue
-        # the raw input's row is the same under both protocols (its network is the raw-trained one)
-        raw = {int(r["seed"]): float(r["dice"]) for r in runs
-               if r["kind"] == "raw" and int(r["n_patches"]) == n and r["protocol"] in ("denoised", protocol)}
-        sel = [r for r in runs if r["protocol"] == protocol and r["kind"] == kind and int(r["n_patches"]) == n
-               and int(r["seed"]) in raw]
-        if not sel:
-            continue
-        diffs = [float(r["dice"]) - raw[int(r["seed"])] for r in sel]
-        m, sd = _mean_std(diffs)
-        row = {"protocol": protocol, "kind": kind, "n_patches": n, "seeds": len(diffs), "dice_minus_raw_mean": m,
-               "dice_minus_raw_std": sd, "better_than_raw": sum(d > 0 for d in diffs)}
-        per_seed = {}
-        for r in sel:
-            seed = int(r["seed"])
-            mine = block_dice_of.get((protocol, kind, n, seed), {})
-            base = block_dice_of.get((protocol, "raw", n, seed)) or block_dice_of.get(("denoised", "raw", n, seed), {})
-            common = sorted(set(mine) & set(base))
-            if common:
-                per_seed[seed] = [mine[c] - base[c] for c in common]
-        if per_seed:
-            boot = paired_bootstrap(per_seed)
-            row.update(blocks=boot["blocks"], block_diff_mean=boot["mean"], block_diff_low=boot["low"],
-                       block_diff_high=boot["high"], blocks_better=boot["positive"])
-        paired.append(row)
-    inp = []
-    for kind in sorted({r["kind"] for r in inputs}, key=_kind_order):
-        sel = [r for r in inputs if r["kind"] == kind]
-        pm, ps = _mean_std([float(r["psnr"]) for r in sel])
-        qm, qs = _mean_std([float(r["ssim"]) for r in sel])
-        tm, _ = _mean_std([float(r["prepare_seconds"]) for r in sel])
-        sig = [float(r["sigma"]) for r in sel if str(r.get("sigma", "")) not in ("", "None")]
-        inp.append({"kind": kind, "seeds": len(sel), "psnr_mean": pm, "psnr_std": ps, "ssim_mean": qm, "ssim_std": qs,
-                    "sigmas": sig, "prepare_seconds_mean": tm})
-    return {"rows": rows, "inputs": inp, "paired": paired}
 
 
-def conclusiveness(summary: dict, settings: ExperimentSettings) -> dict:
-    """Per N: is the raw input's mean Dice at least :data:`CONCLUSIVE_MARGIN` above an
-    all-background prediction's? ``{"per_n": {N: bool}, "conclusive": any, "text": ...}``."""
-    per_n = {}
-    for r in summary["rows"]:
-        if r["kind"] == "raw":
-            per_n[r["n_patches"]] = bool(r["dice_mean"] - r["background_dice"] >= CONCLUSIVE_MARGIN)
-    if not per_n:
-        text = "inconclusive: no raw-input runs (the raw baseline decides whether the comparison means anything)"
-        return {"per_n": {}, "conclusive": False, "text": text}
-    bad = [n for n, ok in per_n.items() if not ok]
-    if len(bad) == len(per_n):
-        text = (f"inconclusive: the raw-input Dice never beats an all-background prediction by {CONCLUSIVE_MARGIN} "
-                "(the segmentation network learned too little to compare inputs)")
-    elif bad:
-        text = f"inconclusive for N = {', '.join(map(str, bad))} (raw-input Dice within {CONCLUSIVE_MARGIN} of all-background); conclusive for the others"
-    else:
-        text = f"conclusive: the raw-input Dice beats an all-background prediction by more than {CONCLUSIVE_MARGIN} at every N"
-    return {"per_n": per_n, "conclusive": not bad, "text": text}
 
 
-def _mean_cell(mean: float, std: float, seeds: int, planned: int) -> str:
-    """``mean +- std``, with the number of seeds when it is not the planned number."""
-    if seeds == 1:
-        return f"{mean:.3f} (1 seed)"
-    return f"{mean:.3f} +- {std:.3f}" + ("" if seeds == planned else f" ({seeds} seeds)")
 
 
-def _settings_line(settings: ExperimentSettings, summary: dict) -> str:
-    sim = settings.simulation()
-    used = {r["kind"] for r in summary["rows"] + summary["inputs"]}
-    return (f"Settings: size `{settings.size}`, setting `{settings.setting}` ({sim.description}; SNR {sim.snr:g}), "
-            f"tomograms {'x'.join(map(str, settings.shape))} voxels of {settings.voxel_size:g} A "
-            f"({settings.simulation_mode}), {settings.n_train_tomograms} training tomogram(s) + 1 test tomogram per "
-            f"seed, patches {settings.patch_size}^3, {settings.iterations} iterations x batch {settings.batch_size}, "
-            f"DynUNet {list(settings.features)}, seeds {list(settings.seeds)}"
-            + "".join(f"; {KIND_LABELS[k]}: {settings.denoiser_overrides(k)}"
-                      for k in settings.kinds if k in DENOISER_KINDS and settings.denoiser_overrides(k) and k in used)
-            + "; mean +- std over seeds.")
 
 
-def format_tables(summary: dict, settings: ExperimentSettings, unavailable: Mapping | None = None,
-                  verdict: dict | None = None) -> str:
-    """Markdown: per protocol, Dice and surface Dice (mean +- std over seeds) per input kind and
-    N, the paired differences to raw with their bootstrap intervals; the prepared inputs'
-    PSNR/SSIM and preparation time, the verdict and what was not run."""
-    verdict = verdict or conclusiveness(summary, settings)
-    ns = sorted({r["n_patches"] for r in summary["rows"]})
-    cell = {(r["protocol"], r["kind"], r["n_patches"]): r for r in summary["rows"]}
-    lines = [_settings_line(settings, summary), "", f"**Verdict:** {verdict['text']}.", ""]
-    protocols = [pr for pr in PROTOCOLS if any(r["protocol"] == pr for r in summary["rows"])]
-    for protocol in protocols:
-        kinds = [k for k in ALL_KINDS if (protocol, k) in {(r["protocol"], r["kind"]) for r in summary["rows"]}]
-        for metric, title in (("dice", "Test Dice"),
-                              ("surface_dice", f"Test surface Dice (tolerance {settings.surface_tolerance:g} voxels)")):
-            head = ["input"] + [f"N={n}" + ("" if verdict["per_n"].get(n, True) else " (inconclusive)") for n in ns]
-            lines += [f"### {title}, {PROTOCOL_LABELS[protocol]}", "", "| " + " | ".join(head) + " |",
-                      "|" + "---|" * len(head)]
-            for k in kinds:
-                vals = []
-                for n in ns:
-                    r = cell.get((protocol, k, n))
-                    vals.append("" if r is None else _mean_cell(r[metric + "_mean"], r[metric + "_std"], r["seeds"],
-                                                                 len(settings.seeds)))
-                lines.append(f"| {KIND_LABELS[k]} | " + " | ".join(vals) + " |")
-            if metric == "dice" and summary["rows"]:
-                bg = summary["rows"][0]["background_dice"]
-                fg = summary["rows"][0]["all_membrane_dice"]
-                lines.append("| all background | " + " | ".join(f"{bg:.3f}" for _ in ns) + " |")
-                lines.append("| all membrane (for scale) | " + " | ".join(f"{fg:.3f}" for _ in ns) + " |")
-            lines.append("")
-        paired = [r for r in summary.get("paired", []) if r["protocol"] == protocol]
-        if paired:
-            pn = sorted({r["n_patches"] for r in paired})
-            pk = [k for k in ALL_KINDS if any(r["kind"] == k for r in paired)]
-            pc = {(r["kind"], r["n_patches"]): r for r in paired}
-            lines += [f"### Dice minus raw, {PROTOCOL_LABELS[protocol]}: per test block, mean [95 % bootstrap "
-                      "interval over blocks x seeds] (seeds whose whole-tomogram Dice beat raw)", "",
-                      "| input | " + " | ".join(f"N={n}" for n in pn) + " |", "|" + "---|" * (len(pn) + 1)]
-            for k in pk:
-                vals = []
-                for n in pn:
-                    r = pc.get((k, n))
-                    if r is None:
-                        vals.append("")
-                    elif "block_diff_mean" in r:
-                        vals.append(f"{r['block_diff_mean']:+.3f} [{r['block_diff_low']:+.3f}, {r['block_diff_high']:+.3f}]"
-                                    f" ({r['better_than_raw']}/{r['seeds']})")
-                    else:
-                        spread = f" +- {r['dice_minus_raw_std']:.3f}" if r["seeds"] > 1 else ""
-                        vals.append(f"{r['dice_minus_raw_mean']:+.3f}{spread} ({r['better_than_raw']}/{r['seeds']})")
-                lines.append(f"| {KIND_LABELS[k]} | " + " | ".join(vals) + " |")
-            lines.append("")
-    if summary["inputs"]:
-        lines += ["### Prepared test inputs against the clean reconstruction", "",
-                  "| input | PSNR (dB) | SSIM | seconds per tomogram | note |", "|---|---|---|---|---|"]
-        for r in summary["inputs"]:
-            notes = [f"sigma {', '.join(f'{s:g}' for s in r['sigmas'])} voxels"] if r["sigmas"] else []
-            if r["seeds"] != len(settings.seeds):
-                notes.append(f"{r['seeds']} seed{'s' if r['seeds'] != 1 else ''}")
-            spread = r["seeds"] > 1
-            lines.append(f"| {KIND_LABELS.get(r['kind'], r['kind'])} | {r['psnr_mean']:.2f}"
-                         + (f" +- {r['psnr_std']:.2f}" if spread else "") + f" | {r['ssim_mean']:.3f}"
-                         + (f" +- {r['ssim_std']:.3f}" if spread else "")
-                         + f" | {r['prepare_seconds_mean']:.0f} | {'; '.join(notes)} |")
-        lines.append("")
-    if unavailable:
-        lines += ["Not run:", ""] + [f"* {KIND_LABELS.get(k, k)}: {v}" for k, v in unavailable.items()] + [""]
-    return "\n".join(lines)
 
 
-def plot_dice(summary: dict, path, settings: ExperimentSettings | None = None) -> Path:
-    """PNG: test Dice against N (log2 axis), one panel per protocol, one line per input kind,
-    error bars = std over seeds."""
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    protocols = [pr for pr in PROTOCOLS if any(r["protocol"] == pr for r in summary["rows"])]
-    fig = Figure(figsize=(5.5 * len(protocols), 4.2), dpi=110)
-    axes = np.atleast_1d(fig.subplots(1, len(protocols)))
-    ns = sorted({r["n_patches"] for r in summary["rows"]})
-    for ax, protocol in zip(axes, protocols):
-        for kind in ALL_KINDS:
-            rows = sorted((r for r in summary["rows"] if r["kind"] == kind and r["protocol"] == protocol),
-                          key=lambda r: r["n_patches"])
-            if not rows:
-                continue
-            ax.errorbar([r["n_patches"] for r in rows], [r["dice_mean"] for r in rows],
-                        yerr=[r["dice_std"] for r in rows], marker="o", capsize=3, label=KIND_LABELS[kind])
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ns)
-        ax.set_xticklabels([str(n) for n in ns])
-        ax.set_xlabel("training patches N")
-        ax.set_ylabel("test Dice")
-        ax.set_title(PROTOCOL_LABELS[protocol], fontsize=10)
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower right")
-    if settings is not None:
-        fig.suptitle(f"membrane segmentation, setting {settings.setting} ({settings.size}: {settings.patch_size}^3 "
-                     f"patches, {settings.iterations} iterations, {len(settings.seeds)} seed(s))", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 EXPORT_FIELDS = ["setting", "protocol", "kind", "sigma", "seed", "n_patches", "dice", "surface_dice", "input_psnr",
