@@ -30,14 +30,18 @@ from cet_monai.normalize import TomogramNormalizer
 
 from .fingerprint import volume_stem
 
-__all__ = ["TomogramSource", "LoadTomogramd", "SaveTomogramd", "default_output_name"]
+__all__ = ["TomogramSource", "LoadTomogramd", "SaveTomogramd", "default_output_name", "is_unset"]
 
 logger = logging.getLogger(__name__)
 
 
-def _unset(value) -> bool:
-    """A config value that means "not given" (YAML null, or an empty/None string from a command line)."""
-    return value is None or (isinstance(value, str) and value in ("", "None", "null"))
+def is_unset(value) -> bool:
+    """A config value that means "not given": YAML null, ``False``, or an empty / ``None`` /
+    ``null`` string (Python Fire passes ``--output None`` on a bundle command line as the string)."""
+    return value is None or value is False or (isinstance(value, str) and value in ("", "None", "null"))
+
+
+
 
 
 class TomogramSource:
@@ -79,7 +83,7 @@ class TomogramSource:
     ) -> None:
         if not 0.0 <= validation_fraction < 0.5:
             raise ValueError(f"validation_fraction must be in [0, 0.5), got {validation_fraction}")
-        self.path = None if _unset(tomogram) else Path(tomogram)
+        self.path = None if is_unset(tomogram) else Path(tomogram)
         self.simulation = None
         clean = None
         if volume is not None:
@@ -95,7 +99,7 @@ class TomogramSource:
             self.simulation = sim
         else:
             raw, self.header = read_volume(self.path, mmap=True, validate=True)
-        if not _unset(reference):
+        if not is_unset(reference):
             clean = reference if isinstance(reference, np.ndarray) else read_volume(reference, mmap=True, validate=True)[0]
             if clean.shape != raw.shape:
                 raise ValueError(f"reference shape {clean.shape} differs from the tomogram's {raw.shape}")

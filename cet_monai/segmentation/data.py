@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose, RandFlipd, RandRotate90d
 
+from cet_monai.engines.data import is_unset
 from cet_monai.errors import TomogramError
 from cet_monai.io import VolumeHeader, read_volume
 from cet_monai.normalize import TomogramNormalizer
@@ -104,7 +105,7 @@ def augmentations(keys=("image", "label"), patch_size=None, flip_prob: float = 0
 
 
 def _pair_list(pairs) -> list[dict]:
-    if pairs in (None, "", "None"):
+    if is_unset(pairs):
         return []
     if isinstance(pairs, Mapping):
         pairs = [pairs]

@@ -26,6 +26,7 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import MapTransform
 
+from cet_monai.engines.data import is_unset
 from cet_monai.errors import CetMonaiError, TomogramError
 from cet_monai.io import VolumeHeader, check_output_path, read_volume, volume_format, write_volume
 from cet_monai.normalize import TomogramNormalizer
@@ -323,7 +324,7 @@ class SaveSegmentationd(MapTransform):
 
     @staticmethod
     def _resolve(target, input_path: str, suffix: str) -> Path:
-        if target in (None, "", "None"):
+        if is_unset(target):
             return Path(default_label_name(input_path, suffix))
         t = Path(target)
         if t.is_dir() or not t.suffix:
@@ -341,7 +342,7 @@ class SaveSegmentationd(MapTransform):
 
     def output_paths(self, input_path: str) -> tuple[Path, Path | None]:
         labels = self._resolve(self.output, input_path, "_membranes")
-        prob = None if self.probability_output in (None, "", "None", False) else self._resolve(self.probability_output, input_path, "_membrane_probability")
+        prob = None if is_unset(self.probability_output) else self._resolve(self.probability_output, input_path, "_membrane_probability")
         return labels, prob
 
     def check(self, inputs) -> list:
@@ -351,7 +352,7 @@ class SaveSegmentationd(MapTransform):
         if not inputs:
             raise CetMonaiError("no input tomogram: set input (a path or a list of paths)")
         for target in (self.output, self.probability_output):
-            if len(inputs) > 1 and target not in (None, "", "None", False) and Path(target).suffix and not Path(target).is_dir():
+            if len(inputs) > 1 and not is_unset(target) and Path(target).suffix and not Path(target).is_dir():
                 raise CetMonaiError(f"{target}: several inputs need an output folder, not a file name")
         for i in inputs:
             labels, prob = self.output_paths(i)
@@ -373,7 +374,7 @@ class SaveSegmentationd(MapTransform):
                 probability = pred[b, 0].detach().cpu().float().numpy()
                 res = write_segmentation(labels, probability, header, self.threshold, prob, self.overwrite, inputs=[path])
                 res["preview"] = None
-                if self.preview_output not in (None, "", False):
+                if not is_unset(self.preview_output):
                     from cet_monai.visualize import save_orthoslices
 
                     image = source[b, 0] if source.dim() == 5 else source[0]
