@@ -148,40 +148,32 @@ def make_workflow(bundle: str, configs: Sequence[str] = ("train.yaml",), workflo
 def bundle_defaults(method: str) -> dict:
     """The plain values of the method's training config (its ``train.yaml`` and the shared one read
     as YAML and merged as MONAI merges them, once per method; callers only read it)."""
-    import yaml
+    from monai.bundle import ConfigParser
 
-    values: dict = {}
-    for path in config_files(METHODS[method]):
-        with open(path) as f:
-            values.update(yaml.safe_load(f) or {})
-    return values
+    return ConfigParser.load_config_files(config_files(METHODS[method]))
 
 
 def method_from_settings(method: str, overrides: Mapping | None = None):
     """The method object (:mod:`cet_monai.methods`, not yet fitted to a tomogram) that training with
     ``overrides`` (config ids, as for :func:`train`) would build: the bundle's ``method_def``
-    with each ``"@id"`` resolved to the override or the bundle's default. Its class validates
-    the settings, so a bad value (``alpha=-1``, ``keep_prob=2``) fails here, before any tomogram
-    is read. Returns ``None`` when a setting is an expression only the bundle can evaluate.
+    instantiated by MONAI's :class:`~monai.bundle.ConfigParser` from the merged configs and the
+    overrides (only ``method_def`` and the ids it refers to are evaluated). The method's class
+    validates the settings, so a bad value (``alpha=-1``, ``keep_prob=2``) raises its
+    :class:`~cet_monai.errors.CetMonaiError` here, before any tomogram is read.
     """
-    import importlib
+    from monai.bundle import ConfigParser
 
-    overrides = dict(overrides or {})
-    defaults = bundle_defaults(method)
-    spec = dict(defaults.get("method_def") or {})
-    module, _, name = str(spec.pop("_target_")).rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
-    values = {}
-    for key, value in spec.items():
-        if f"method_def#{key}" in overrides:
-            value = overrides[f"method_def#{key}"]
-        elif isinstance(value, str) and value.startswith("@"):
-            ref = value[1:]
-            value = overrides.get(ref, defaults.get(ref))
-        if isinstance(value, str) and value.startswith(("$", "@", "%")):
-            return None  # an expression: the bundle decides
-        values[key] = value
-    return cls(**values)
+    from cet_monai.errors import user_error
+
+    parser = ConfigParser(ConfigParser.load_config_files(config_files(METHODS[method])))
+    parser.update(dict(overrides or {}))
+    try:
+        return parser.get_parsed_content("method_def")
+    except Exception as err:  # MONAI wraps the method's own error
+        cause = user_error(err)
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def check_iterations(method: str, overrides: dict, option: str = "iterations") -> None:

@@ -65,7 +65,7 @@ def test_method_from_settings_is_what_the_bundle_builds(tmp_path):
     assert method_from_settings("recorrupted", {"alpha": 0.5, "method_def#margin": 4}) == RecorruptedPairs(alpha=0.5, margin=4)
     assert isinstance(method_from_settings("fourier"), FourierMasks)
     assert isinstance(method_from_settings("real"), RealSpaceBernoulli)
-    assert method_from_settings("recorrupted", {"alpha": "$1.0 / 2"}) is None  # an expression: the bundle decides
+    assert method_from_settings("recorrupted", {"alpha": "$1.0 / 2"}) == RecorruptedPairs(alpha=0.5)  # evaluated as the bundle does
     wf = train("fourier", output_dir=tmp_path, iterations=1, epoch_length=1, progress=False, **{"simulation#shape": [16, 32, 32],
                "patch_size": [16, 16, 16], "margin": 4, "network_def#features": [4, 8], "versions": 1, "passes": 1, "keep_prob": 0.4})
     built = wf.parser.get_parsed_content("method_def")

@@ -41,9 +41,6 @@ def is_unset(value) -> bool:
     return value is None or value is False or (isinstance(value, str) and value in ("", "None", "null"))
 
 
-
-
-
 class TomogramSource:
     """One tomogram ready for self-supervised training.
 

@@ -108,16 +108,15 @@ def check_bundle_command_line(argv: Sequence[str] | None = None) -> None:
         listed = yaml.safe_load(files) if isinstance(files, str) and files.strip().startswith("[") else files
     except yaml.YAMLError:
         return
-    merged: dict = {}
-    for f in [listed] if isinstance(listed, str) else list(listed or []):
-        try:
-            with open(f) as handle:
-                merged.update(yaml.safe_load(handle) or {})  # MONAI merges the files' top-level ids in order
-        except (OSError, yaml.YAMLError):
-            return  # MONAI itself reports an unreadable config
+    from monai.bundle import ConfigParser
+
+    paths = [Path(os.path.abspath(str(f))) for f in ([listed] if isinstance(listed, str) else list(listed or []))]
+    try:
+        merged = ConfigParser.load_config_files([str(p) for p in paths])  # as MONAI merges them for the run
+    except Exception:  # noqa: BLE001 - an unreadable config: MONAI itself reports it
+        return
     # the folder too: a method's train.yaml and the shared one have the same file name
-    names = " + ".join(os.path.join(os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(str(f))))), os.path.basename(str(f)))
-                       for f in ([listed] if isinstance(listed, str) else listed))
+    names = " + ".join(f"{p.parent.parent.name}/{p.name}" for p in paths)  # <bundle>/<file>
     check_config_keys(keys, merged, names, flag="--")
 
 

@@ -215,7 +215,7 @@ def method_from_dict(state: Mapping) -> DenoisingMethod:
         raise CetMonaiError(f"unknown denoising method {name!r}; known: {', '.join(sorted(METHODS))}")
     cls = METHODS[name]
     # a record written before a setting existed: the value it was trained with, not today's default
-    state = {**getattr(cls, "absent_in_old_records", {}), **state}
+    state = {**cls.absent_in_old_records, **state}
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(state) - known)
     if unknown:

@@ -195,7 +195,10 @@ def train_on_patches(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     trainer = SupervisedTrainer(device=device, max_epochs=1, epoch_length=iterations, train_data_loader=loader, network=network,
                                 optimizer=opt, loss_function=loss_fn, train_handlers=handlers, amp=False,
                                 optim_set_to_none=True, decollate=False)
-    trainer.logger.setLevel(logging.WARNING)  # one engine per training set: its INFO lines would flood the experiment's log
+    # one engine per training set: its INFO lines would flood the experiment's log. A logger of its
+    # own: the class logger Ignite gives every SupervisedTrainer is shared with the bundles' trainers
+    trainer.logger = logging.getLogger(f"{__name__}.train_on_patches")
+    trainer.logger.setLevel(logging.WARNING)
     trainer.run()
     return network.eval()
 

@@ -27,6 +27,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.transforms import MapTransform
 
 from cet_monai.engines.data import is_unset
+from cet_monai.engines.fingerprint import volume_stem
 from cet_monai.errors import CetMonaiError, TomogramError
 from cet_monai.io import VolumeHeader, check_output_path, read_volume, volume_format, write_volume
 from cet_monai.normalize import TomogramNormalizer
@@ -237,8 +238,6 @@ def segment(
         raise CetMonaiError(f"threshold must be between 0 and 1, got {threshold}")
     if not 0.0 <= float(overlap) < 1.0:
         raise CetMonaiError(f"overlap must be in [0, 1), got {overlap}")
-    _check_outputs(input_path, output_path, probability_path, overwrite)
-    load_checkpoint(checkpoint)  # a missing or unreadable checkpoint: its own error, before the bundle starts
     from cet_monai.errors import user_error
     from cet_monai.workflows import make_workflow
 
@@ -336,9 +335,7 @@ class SaveSegmentationd(MapTransform):
         target = Path(str(self.preview_output))
         if target.suffix.lower() == ".png":
             return target
-        stem = Path(default_label_name(input_path, "_membranes")).name
-        stem = stem[: -len(".nii.gz")] if stem.endswith(".nii.gz") else Path(stem).stem
-        return target / f"{stem}.png"
+        return target / f"{Path(volume_stem(input_path)).name}_membranes.png"
 
     def output_paths(self, input_path: str) -> tuple[Path, Path | None]:
         labels = self._resolve(self.output, input_path, "_membranes")
