@@ -56,6 +56,44 @@ def test_average_equals_hand_computed_average():
     assert (hand[0] - hand[3]).abs().max() > 1e-4
 
 
+class PositionWeight(nn.Module):
+    """``x * w`` with a fixed weight that varies along Z, Y and X: not flip-equivariant, so a
+    flipped version's prediction flipped back differs from the unflipped one."""
+
+    def __init__(self, shape):
+        super().__init__()
+        z, y, x = torch.meshgrid(*[torch.linspace(0.5, 2.0, n) for n in shape], indexing="ij")
+        self.register_buffer("w", (z * y**2 * x**3)[None, None])
+
+    def forward(self, x):
+        return x * self.w
+
+
+class Copies(WindowSampler):
+    num_versions = 8
+
+    def versions(self, windows, generator):
+        return windows.unsqueeze(0).repeat((self.num_versions,) + (1,) * windows.dim()), None
+
+
+def test_flipped_versions_are_flipped_back_before_they_are_averaged():
+    """Version k goes through the network flipped by pattern k (Z = 1, Y = 2, X = 4) and comes
+    back unflipped: with 8 copies the estimate is x times the mean of w over the 8 flips."""
+    from cet_monai.inferers import flip_axes
+
+    shape = (6, 8, 10)
+    net, x = PositionWeight(shape), torch.randn(1, 1, *shape)
+    inferer = MCDropoutInferer(roi_size=shape, sampler=Copies(), passes=0, overlap=0, flip_versions=True)
+    flipped = [torch.flip(net.w, flip_axes(k)) for k in range(8)]
+    assert sorted(len(flip_axes(k)) for k in range(8)) == [0, 1, 1, 1, 2, 2, 2, 3]
+    torch.testing.assert_close(inferer(x, net), x * torch.stack(flipped).mean(0))
+    plain = MCDropoutInferer(roi_size=shape, sampler=Copies(), passes=0, overlap=0)
+    torch.testing.assert_close(plain(x, net), net(x))
+    # a flip-equivariant network (voxelwise) gives the same estimate with and without flips
+    voxelwise = nn.Tanh()
+    torch.testing.assert_close(inferer(x, voxelwise), plain(x, voxelwise))
+
+
 def test_batched_and_unbatched_passes_agree_exactly():
     net = tiny_net()
     x = torch.randn(1, 1, 12, 16, 16)

@@ -135,10 +135,22 @@ def test_records_older_than_a_setting_keep_what_they_were_trained_with():
     assert fresh.spectrum_equalize_levels and fresh.local_noise_level
     state = fresh.to_dict()
     assert method_from_dict(state).local_noise_level is True  # a record that has the setting keeps it
-    for name in ("spectrum_equalize_levels", "local_noise_level"):
+    assert fresh.flip_versions
+    for name in ("spectrum_equalize_levels", "local_noise_level", "flip_versions"):
         state.pop(name)
     old = method_from_dict(state)
     assert old.spectrum_equalize_levels is False and old.local_noise_level is False
+    assert old.flip_versions is False
+
+
+def test_the_flip_setting_reaches_the_window_inferer():
+    assert RealSpaceBernoulli().window_inferer().flip_versions is False  # off unless a method turns it on
+    assert RealSpaceBernoulli(flip_versions=True).window_inferer().flip_versions is True
+    with pytest.raises(CetMonaiError, match="flip_versions must be true or false"):
+        RealSpaceBernoulli(flip_versions="yes")
+    with pytest.raises(CetMonaiError, match="flip_versions flips the versions of each window"):
+        FourierMasks(sampling="pool", flip_versions=True)  # inferred from whole-tomogram pool members
+    assert FourierMasks(sampling="patch", flip_versions=True).window_inferer().flip_versions
 
 
 def test_old_checkpoints_name_what_replaced_their_recipe(tmp_path):

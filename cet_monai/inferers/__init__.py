@@ -1,7 +1,7 @@
 """Inference over whole tomograms: sliding windows, input versions and Monte-Carlo dropout."""
 
 from .dropout import DropoutPassState, is_dropout, mc_dropout
-from .mc_inferer import IdentitySampler, MCDropoutInferer, WindowSampler, is_out_of_memory
+from .mc_inferer import IdentitySampler, MCDropoutInferer, WindowSampler, flip_axes, is_out_of_memory
 from .pool import FourierPoolInferer, VersionMoments
 from .split import FourierSplitInferer
 
@@ -13,6 +13,7 @@ __all__ = [
     "MCDropoutInferer",
     "VersionMoments",
     "WindowSampler",
+    "flip_axes",
     "is_dropout",
     "is_out_of_memory",
     "mc_dropout",

@@ -7,6 +7,13 @@ network in ``T`` dropout passes, and combines the ``K*T`` predictions (by defaul
 ``z = 1/(K*T) sum_k sum_t f_t(p_k)``). MONAI's :class:`~monai.inferers.SlidingWindowInferer`
 then blends the overlapping windows (Gaussian weights by default).
 
+With ``flip_versions`` the versions are also flipped: version ``k`` goes through the network
+flipped along the axes of pattern ``k mod 8`` (Z, Y, X: none, Z, Y, ZY, X, ZX, YX, ZYX) and its
+prediction is flipped back before the versions are combined. Flips of Z, Y and X keep a missing
+wedge about the Y (tilt) axis where it is, and training sees them (``RandWedgeFlipd``), so each
+flipped version is a valid input; averaging them also averages out the network's own
+orientation-dependent errors, at no extra cost for a given K (test-time augmentation).
+
 The ``K*T`` passes of all windows of a sliding-window batch are stacked into one network batch
 (cut into chunks of at most ``max_batch``), not looped one by one. When the GPU runs out of
 memory the chunk is halved, with a warning, and the run goes on.
@@ -24,7 +31,21 @@ from cet_monai.faults import fault_point
 
 from .dropout import mc_dropout
 
-__all__ = ["WindowSampler", "IdentitySampler", "MCDropoutInferer", "is_out_of_memory"]
+__all__ = ["WindowSampler", "IdentitySampler", "MCDropoutInferer", "flip_axes", "is_out_of_memory"]
+
+#: the 8 flips that keep a missing wedge about the Y axis, as bits of the pattern number: Z = 1, Y = 2, X = 4
+_FLIP_BITS = ((-3, 1), (-2, 2), (-1, 4))
+
+
+def flip_axes(pattern: int) -> list[int]:
+    """Spatial axes (negative indices of a ``(..., Z, Y, X)`` tensor) flipped by pattern ``pattern mod 8``."""
+    return [axis for axis, bit in _FLIP_BITS if pattern % 8 & bit]
+
+
+def _flip_each(versions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Version ``k`` (index ``k`` along ``dim``) flipped by :func:`flip_axes` ``(k)``; its own inverse."""
+    parts = [torch.flip(v, flip_axes(k)) if flip_axes(k) else v for k, v in enumerate(versions.unbind(dim))]
+    return torch.stack(parts, dim)
 
 
 class WindowSampler:
@@ -94,6 +115,8 @@ class MCDropoutInferer(Inferer):
             stitched output is accumulated on (default: the input's, e.g. CPU while windows go
             to the GPU).
         progress: a tqdm progress bar over windows.
+        flip_versions: flip version ``k`` by pattern ``k mod 8`` before the network and its
+            prediction back after (module docstring); ``False``: every version as the sampler made it.
 
     A sampler with ``context = c > 0`` gets windows of ``roi_size + 2c``: the input is padded by
     ``c`` (reflection), the windows overlap by ``overlap`` of ``roi_size + 2c``, each prediction
@@ -118,6 +141,7 @@ class MCDropoutInferer(Inferer):
         sw_device: torch.device | str | None = None,
         device: torch.device | str | None = None,
         progress: bool = False,
+        flip_versions: bool = False,
     ) -> None:
         super().__init__()
         if passes < 0:
@@ -128,6 +152,7 @@ class MCDropoutInferer(Inferer):
         self.seed = int(seed)
         self.return_std = _flag(return_std, "return_std / save_std")
         self.window_transform = window_transform
+        self.flip_versions = _flag(flip_versions, "flip_versions")
         self.context = int(getattr(self.sampler, "context", 0))
         roi = [int(roi_size)] * 3 if isinstance(roi_size, int) else [int(r) for r in roi_size]
         if self.context:  # at least 2c / (roi + 2c), so the windows' centres tile the tomogram
@@ -179,6 +204,8 @@ class MCDropoutInferer(Inferer):
                         windows = self.window_transform(windows)
                     generator = generator_for(windows.device)
                     versions, aux = self.sampler.versions(windows, generator, n_networks) if paired else self.sampler.versions(windows, generator)
+                    if self.flip_versions:
+                        versions = _flip_each(versions, 0)
                     k, b = versions.shape[:2]
                     flat = versions.reshape((k * b,) + versions.shape[2:])
                     if paired:  # version n -> thinned network n, the same n in every window
@@ -188,6 +215,8 @@ class MCDropoutInferer(Inferer):
                         pass_index, t = torch.arange(n_passes).repeat_interleave(k * b), n_passes
                     out = self._run(network, batch, pass_index, state, *args, **kwargs)
                     preds = out.reshape((t, k, b) + out.shape[1:])
+                    if self.flip_versions:
+                        preds = _flip_each(preds, 1)
                     estimate = self.sampler.combine(preds, aux)
                     if self.return_std:
                         return {"mean": estimate, "std": preds.float().std(dim=(0, 1), unbiased=False)}

@@ -75,6 +75,9 @@ class DenoisingMethod:
         pairs_per_patch: M, training pairs drawn from each patch.
         versions: K, input versions per window at inference.
         passes: T, dropout passes per version at inference (0: dropout off).
+        flip_versions: at inference, version ``k`` of each window goes through the network
+            flipped along Z, Y and/or X (pattern ``k mod 8``, all flips that keep the missing
+            wedge) and is flipped back (:class:`~cet_monai.inferers.MCDropoutInferer`); same cost.
     """
 
     name: ClassVar[str] = ""
@@ -89,6 +92,7 @@ class DenoisingMethod:
     pairs_per_patch: int = 1
     versions: int = 8
     passes: int = 1
+    flip_versions: bool = False
 
     def __post_init__(self) -> None:
         size = self.patch_size
@@ -100,6 +104,8 @@ class DenoisingMethod:
         object.__setattr__(self, "pairs_per_patch", _positive("pairs_per_patch", self.pairs_per_patch))
         object.__setattr__(self, "versions", _positive("versions (K)", self.versions))
         object.__setattr__(self, "passes", _positive("passes (T)", self.passes, 0))
+        if not isinstance(self.flip_versions, bool):
+            raise CetMonaiError(f"flip_versions must be true or false, got {self.flip_versions!r}")
 
     # ------------------------------------------------------------------ record
     @classmethod
@@ -171,7 +177,7 @@ class DenoisingMethod:
         return MCDropoutInferer(
             roi_size=list(self.patch_size), sampler=self.sampler(versions), passes=self.passes if passes is None else int(passes),
             sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian", seed=seed, return_std=return_std,
-            sw_device=sw_device, device=device, progress=progress,
+            sw_device=sw_device, device=device, progress=progress, flip_versions=self.flip_versions,
         )
 
     def inferer(self, *, versions: int | None = None, passes: int | None = None, overlap: float = 0.5, sw_batch_size: int = 2,

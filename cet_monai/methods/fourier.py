@@ -87,6 +87,9 @@ class FourierMasks(DenoisingMethod):
             if not 0.0 < tilt <= 90.0:
                 raise CetMonaiError(f"tilt_range must be in (0, 90] degrees or null, got {self.tilt_range!r}")
             object.__setattr__(self, "tilt_range", tilt)
+        if self.flip_versions and self.whole_tomogram:
+            raise CetMonaiError("flip_versions flips the versions of each window; whole-tomogram splits and pool members "
+                                "are not made per window: use it with sampling patch, or pool with pool_inference windows")
 
     # ------------------------------------------------------------------ what the settings mean
     @property
