@@ -3,7 +3,8 @@
 Prints one JSON row per variant: gain over the PSNR-best Gaussian filter (dB), SSIM, the
 best-SSIM Gaussian's, and the slope of clean on the output without a fit. Variants:
 
-* ``K8``: the default inference, K = 8 noise draws of ``a`` (always run);
+* ``K8``: the default inference, K = 8 noise draws of ``a`` (always run), and ``K8, no flips``:
+  the same draws without the method's wedge-keeping flips (run when the method flips its versions);
 * ``--inference``: K = 32, the network on ``y`` itself, draws of ``a/2`` and ``0.7 a``;
 * ``--shell-blend``: per radial shell (0.02 cycles/voxel) the estimate ``b * output + c * y`` with
   ``b, c`` fitted (1) with the clean tomogram (an oracle, an upper bound) and (2) without it, on
@@ -101,6 +102,9 @@ def main(argv=None) -> int:
 
     k8 = denoise_with_network(net, source.image, inferer(8, alpha))
     score("K8", k8)
+    if method.flip_versions:
+        plain = dataclasses.replace(method, flip_versions=False).window_inferer(versions=8, passes=1, seed=args.seed)
+        score("K8, no flips", denoise_with_network(net, source.image, plain))
     if args.inference:
         score("K32", denoise_with_network(net, source.image, inferer(32, alpha)))
         score("on y, no draw", denoise_with_network(net, source.image, inferer(1, 0.0)))

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from cet_monai.inferers import MCDropoutInferer, WindowSampler, mc_dropout
+from cet_monai.inferers import IdentitySampler, MCDropoutInferer, WindowSampler, mc_dropout
 from cet_monai.networks import DropoutUNet
 
 
@@ -69,13 +69,6 @@ class PositionWeight(nn.Module):
         return x * self.w
 
 
-class Copies(WindowSampler):
-    num_versions = 8
-
-    def versions(self, windows, generator):
-        return windows.unsqueeze(0).repeat((self.num_versions,) + (1,) * windows.dim()), None
-
-
 def test_flipped_versions_are_flipped_back_before_they_are_averaged():
     """Version k goes through the network flipped by pattern k (Z = 1, Y = 2, X = 4) and comes
     back unflipped: with 8 copies the estimate is x times the mean of w over the 8 flips."""
@@ -83,15 +76,20 @@ def test_flipped_versions_are_flipped_back_before_they_are_averaged():
 
     shape = (6, 8, 10)
     net, x = PositionWeight(shape), torch.randn(1, 1, *shape)
-    inferer = MCDropoutInferer(roi_size=shape, sampler=Copies(), passes=0, overlap=0, flip_versions=True)
+    inferer = MCDropoutInferer(roi_size=shape, sampler=IdentitySampler(8), passes=0, overlap=0, flip_versions=True)
     flipped = [torch.flip(net.w, flip_axes(k)) for k in range(8)]
     assert sorted(len(flip_axes(k)) for k in range(8)) == [0, 1, 1, 1, 2, 2, 2, 3]
     torch.testing.assert_close(inferer(x, net), x * torch.stack(flipped).mean(0))
-    plain = MCDropoutInferer(roi_size=shape, sampler=Copies(), passes=0, overlap=0)
+    plain = MCDropoutInferer(roi_size=shape, sampler=IdentitySampler(8), passes=0, overlap=0)
     torch.testing.assert_close(plain(x, net), net(x))
     # a flip-equivariant network (voxelwise) gives the same estimate with and without flips
     voxelwise = nn.Tanh()
     torch.testing.assert_close(inferer(x, voxelwise), plain(x, voxelwise))
+    # even/odd Noise2Noise gets the same flips for a like-for-like comparison: K copies of each window
+    from cet_monai.methods import EvenOddHalves
+
+    halves = EvenOddHalves(patch_size=shape, versions=8, flip_versions=True).window_inferer()
+    assert halves.flip_versions and halves.sampler.num_versions == 8
 
 
 def test_batched_and_unbatched_passes_agree_exactly():
@@ -290,7 +288,6 @@ class _WindowRecorder(nn.Module):
 def test_window_context_pads_the_windows_and_crops_them_back():
     """A sampler with context c gets windows of roi + 2c made of real neighbouring voxels; the
     stitched result of an identity network is the input itself (no margin voxel leaks in)."""
-    from cet_monai.inferers import IdentitySampler
 
     class Context(IdentitySampler):
         context = 4

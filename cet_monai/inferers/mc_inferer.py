@@ -80,13 +80,20 @@ class WindowSampler:
 
 
 class IdentitySampler(WindowSampler):
-    """One version: the window itself (plain network, or dropout passes only)."""
+    """The window itself as every version (plain network, or dropout passes only).
 
-    num_versions = 1
-    config: dict = {}
+    ``num_versions`` > 1 gives that many copies, which only differ once the inferer flips them
+    (``MCDropoutInferer(flip_versions=True)``: a plain network averaged over the wedge-keeping flips).
+    """
+
+    def __init__(self, num_versions: int = 1):
+        if int(num_versions) < 1:
+            raise ValueError(f"num_versions must be >= 1, got {num_versions}")
+        self.num_versions = int(num_versions)
+        self.config = {"num_versions": self.num_versions} if self.num_versions > 1 else {}
 
     def versions(self, windows, generator, count=None):
-        return windows.unsqueeze(0), None
+        return windows.unsqueeze(0).expand((self.num_versions,) + tuple(windows.shape)), None
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -4,7 +4,8 @@ Not a single-tomogram method: the upper bound the single-tomogram methods are co
 (cryoCARE's setting). A patch of one half is the input, the same patch of the other the target,
 the two swapped at random (:class:`~cet_monai.transforms.swap.RandSwapKeysd`). Inference applies
 the network to the full tomogram's windows as they are (K = 1; dropout passes only if trained
-with dropout).
+with dropout), or with ``flip_versions`` to K copies of each window, copy k flipped by pattern
+k mod 8 (the same test-time flips as the default method's, for a like-for-like comparison).
 """
 
 from __future__ import annotations
@@ -43,4 +44,4 @@ class EvenOddHalves(DenoisingMethod):
     def sampler(self, num_versions: int | None = None):
         from cet_monai.inferers import IdentitySampler
 
-        return IdentitySampler()
+        return IdentitySampler(self.versions if num_versions is None else int(num_versions))
