@@ -91,7 +91,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="training patch edge in voxels, a multiple of the network's divisor (8 for the default "
                         "and small networks, 32 for large), at most the tomogram's smallest edge")
     g.add_argument("--versions", type=_positive_int, default=None, metavar="K",
-                   help="input versions per window at inference (default: the bundle's)")
+                   help="input versions per window at inference (default: the bundle's; recorrupted: 8 noise "
+                        "draws, draw k flipped along Z/Y/X by pattern k mod 8 and back, flip_versions)")
     g.add_argument("--passes", type=_non_negative_int, default=None, metavar="T",
                    help="dropout passes per version at inference; 0 turns dropout off")
     g.add_argument("--tilt-range", type=float, default=None, metavar="DEG",
