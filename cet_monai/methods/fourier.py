@@ -117,6 +117,16 @@ class FourierMasks(DenoisingMethod):
         return {"keep_prob": self.keep_prob, "flip_prob": self.flip_prob, "block_scale": self.block_scale,
                 "tilt_range_deg": self.tilt_range, "shared_lowpass": self.shared_lowpass}
 
+    def check_several_tomograms(self) -> None:
+        """A pool (``sampling pool``, or ``split`` on ``tomogram``) holds masked copies of one whole
+        tomogram and is inferred from whole-tomogram versions: one tomogram only."""
+        if self.uses_pool:
+            raise CetMonaiError(
+                f"the Fourier method with sampling {self.sampling}{' on tomogram' if self.sampling == 'split' else ''} draws its "
+                "pairs from masked copies of one whole tomogram, so it cannot fit one model on several: use --sampling split "
+                "(per patch, its default) or --sampling patch, or leave out --shared-model"
+            )
+
     # ------------------------------------------------------------------ training pairs
     @property
     def patch_margin(self) -> int:
