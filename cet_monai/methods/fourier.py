@@ -121,11 +121,10 @@ class FourierMasks(DenoisingMethod):
         """A pool (``sampling pool``, or ``split`` on ``tomogram``) holds masked copies of one whole
         tomogram and is inferred from whole-tomogram versions: one tomogram only."""
         if self.uses_pool:
-            raise CetMonaiError(
-                f"the Fourier method with sampling {self.sampling}{' on tomogram' if self.sampling == 'split' else ''} draws its "
-                "pairs from masked copies of one whole tomogram, so it cannot fit one model on several: use --sampling split "
-                "(per patch, its default) or --sampling patch, or leave out --shared-model"
-            )
+            what, way = (("split on tomogram", "--set split_on=patch (its default)") if self.sampling == "split"
+                         else (f"sampling {self.sampling}", "--sampling split (per patch, its default) or patch"))
+            raise CetMonaiError(f"the Fourier method with {what} draws its pairs from masked copies of one whole tomogram, so it "
+                                f"cannot fit one model on several: use {way}, or leave out --shared-model")
 
     # ------------------------------------------------------------------ training pairs
     @property
