@@ -157,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         for all with --shared-model, below). A tomogram whose output is complete from an
         earlier run with the same input and settings (a completed.json record in its work
         folder) is skipped; any other existing output is refused unless --overwrite. A
-        tomogram that fails is reported and the batch goes on; the exit code is then 1. The summary (input, output, status, seconds, quality check,
-        error) is printed and written to FOLDER/denoise_summary.tsv.
+        tomogram that fails is reported and the batch goes on; the exit code is then 1. The
+        summary (input, output, status, seconds, quality check, error) is printed and written
+        to FOLDER/denoise_summary.tsv.
 
         Before any work the memory and disk each run needs are printed, and outputs that cannot
         fit on their disk are refused. Tomograms above 64 M voxels are denoised in Z slabs with
