@@ -154,12 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
         checkpoints and logs. Interrupted runs resume where they stopped when run again with the
         same output.
 
-        Many tomograms (a folder, or several files, -o FOLDER): each gets its own model. A
-        tomogram whose output is complete from an earlier run with the same input and settings
-        (a completed.json record in its work folder) is skipped; any other existing output is
-        refused unless --overwrite. A tomogram that fails is reported and the batch goes on;
-        the exit code is then 1. The summary (input, output, status, seconds, quality check,
-        error) is printed and written to FOLDER/denoise_summary.tsv.
+        Many tomograms (a folder, or several files, -o FOLDER): each gets its own model (one
+        for all with --shared-model, below). A tomogram whose output is complete from an
+        earlier run with the same input and settings (a completed.json record in its work
+        folder) is skipped; any other existing output is refused unless --overwrite. A
+        tomogram that fails is reported and the batch goes on; the exit code is then 1. The
+        summary (input, output, status, seconds, quality check, error) is printed and written
+        to FOLDER/denoise_summary.tsv.
 
         Before any work the memory and disk each run needs are printed, and outputs that cannot
         fit on their disk are refused. Tomograms above 64 M voxels are denoised in Z slabs with
@@ -169,19 +170,43 @@ def build_parser() -> argparse.ArgumentParser:
         (one GPU each when there are GPUs; the CPU cores split otherwise). On a cluster, start
         the same command under torchrun instead, one process per GPU:
           torchrun --nnodes 2 --nproc_per_node 4 -m cet_monai.cli denoise DIR -o OUT
-        (see docs/scale.md for a SLURM script)."""))
+        (see docs/scale.md for a SLURM script).
+
+        One model for all (--shared-model): for many tomograms of one microscope and session
+        (same detector, dose, voxel size and reconstruction), fit ONE model on all of them and
+        denoise each with it:
+          cet-monai denoise DIR -o OUT --shared-model [--nproc N]
+        Each tomogram is normalised with its own statistics, keeps its own held-out region, and
+        (default method) has its own noise spectrum, estimated from it for training and again
+        when it is denoised; training takes the tomograms in turn. It saves the fits: N
+        tomograms cost one training budget (--iterations, the same default) plus N inferences,
+        instead of N budgets. It costs memory: a process holds all the tomograms it trains on
+        at once (4 bytes per voxel each, said before any work). With --nproc N or torchrun the
+        model is trained data parallel (DistributedDataParallel): each process reads and draws
+        patches from its share of the tomograms only, then denoises those. The model, its
+        checkpoints and logs go to OUT/shared_model_run/ (or --work-dir); a rerun resumes it,
+        skips complete outputs, and refuses a folder fitted on another set of tomograms or
+        other settings. Whether one model for all denoises each tomogram as well as its own
+        model would is not measured; with many tomograms consider a larger --iterations."""))
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="tomogram file(s) or folder(s) of them")
     p.add_argument("-o", "--output", required=True,
                    help="output file (one input) or folder (several inputs: <name>_denoised.<ext> in it)")
     p.add_argument("--work-dir", default=None,
-                   help="checkpoints and logs (default: the output path minus its suffix, plus _run/; "
-                        "a folder holding another tomogram's or other settings' checkpoints is refused)")
+                   help="checkpoints and logs (default: the output path minus its suffix, plus _run/; with "
+                        "--shared-model OUTPUT/shared_model_run/; a folder holding another tomogram's or other "
+                        "settings' checkpoints is refused)")
     p.add_argument("--save-std", action="store_true", help="also write the per-voxel standard deviation over the passes")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-resume", action="store_true",
                    help="start training afresh even if checkpoints exist (they are moved to a superseded_* subfolder)")
     p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
-                   help="processes sharing the tomograms, one model per tomogram (default 1; torchrun: leave out)")
+                   help="processes sharing the tomograms, one model per tomogram (default 1; torchrun: leave out); "
+                        "with --shared-model, processes training the one model together")
+    p.add_argument("--shared-model", action="store_true",
+                   help="fit ONE model on all the inputs (two or more, e.g. one session's tomograms) and denoise each "
+                        "with it: one training budget instead of one per tomogram; each tomogram normalised and "
+                        "(default method) paired with noise of its own spectrum; not with --method fourier "
+                        "--sampling pool (see above)")
     p.add_argument("--ignore-memory-estimate", action="store_true",
                    help="run even when the estimated peak memory (said before any work) exceeds the memory available "
                         "(MemAvailable, or a cgroup's limit); by default such a run is refused")
@@ -304,7 +329,9 @@ def _preflight(args, overrides: dict, shapes: dict) -> None:
 
     defaults = _bundle_defaults(args.method)
     check_config_keys(list(_parse_overrides(args.overrides)), defaults, f"bundles/{METHODS[args.method]}/configs/train.yaml + bundles/denoising/configs/train.yaml")
-    method_from_settings(args.method, overrides)  # the method's own checks of its settings, before any tomogram is read
+    method = method_from_settings(args.method, overrides)  # the method's own checks of its settings, before any tomogram is read
+    if getattr(args, "shared_model", False):
+        method.check_several_tomograms()
     check_device(args.device)
     patch = overrides.get("patch_size", defaults.get("patch_size"))
     features = overrides.get("network_def#features", defaults.get("network_def", {}).get("features"))
@@ -341,10 +368,17 @@ def _denoise_plan(args):
     """Check everything that can be checked before hours of work and decide what to do: returns
     ``(todo, skipped, overrides, settings)`` (:class:`~cet_monai.engines.batch.BatchItem` lists)."""
     from cet_monai.engines import SaveTomogramd, check_writable_folder, volume_stem, work_dir_for
-    from cet_monai.engines.batch import BatchItem, output_settings, plan_batch
+    from cet_monai.engines.batch import BatchItem, output_settings, plan_batch, shared_model_settings
     from cet_monai.io import read_volume
 
     inputs = _expand_inputs(args.inputs)
+    if args.shared_model:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if len(inputs) < 2:
+            raise OptionError(f"--shared-model fits one model on several tomograms, and 1 was given: leave it out to fit {inputs[0]} on its own")
+        if world > len(inputs):
+            raise OptionError(f"--shared-model in {world} processes needs at least one tomogram per process and {len(inputs)} were "
+                              f"given: run at most {len(inputs)} processes")
     shapes, unreadable = {}, []
     for path in inputs:  # every input is checked before any long work starts, all reported at once
         try:
@@ -361,6 +395,8 @@ def _denoise_plan(args):
         _check_save_std(args.method, overrides)
 
     def work_dir(path, out_path) -> Path:
+        if args.shared_model:  # the model's folder; each output's completion record in a subfolder of it
+            return _shared_model_dir(args) / Path(volume_stem(out_path)).name
         if args.work_dir:
             return Path(args.work_dir) / Path(volume_stem(path)).name if len(inputs) > 1 else Path(args.work_dir)
         return Path(work_dir_for(out_path))
@@ -368,9 +404,12 @@ def _denoise_plan(args):
     saver.check(inputs, only=[])  # several inputs need an output folder
     items = [BatchItem(p, str(saver.output_path(p)), str(work_dir(p, saver.output_path(p)))) for p in inputs]
     settings = output_settings(args.method, overrides, args.save_std)
+    if args.shared_model:
+        settings = shared_model_settings(settings, inputs)
     todo, skipped = plan_batch(items, settings, overwrite=args.overwrite)
     saver.check(inputs, only=[i.input for i in todo])
-    _preflight(args, overrides, {i.input: shapes[i.input] for i in todo})
+    fitted = inputs if args.shared_model and todo else [i.input for i in todo]  # a shared model is fitted on every input
+    _preflight(args, overrides, {p: shapes[p] for p in fitted})
     for item in todo:
         check_writable_folder(Path(item.output).parent, "output")
         check_writable_folder(item.work_dir, "checkpoints")
@@ -380,10 +419,17 @@ def _denoise_plan(args):
 
 def _check_resources(args, todo, shapes) -> None:
     """Say what the runs will need; refuse what cannot fit on disk (before any work)."""
-    from cet_monai.engines.resources import check_resources, estimate_run
+    from cet_monai.engines.resources import RunEstimate, check_resources, estimate_run, estimate_shared_training
 
     runs = [(i.input, i.output, estimate_run(shapes[i.input], save_std=args.save_std)) for i in todo]
-    check_resources(runs, say=_say, refuse_memory=not getattr(args, "ignore_memory_estimate", False))
+    fit = []
+    if getattr(args, "shared_model", False) and todo:
+        world = max(int(os.environ.get("WORLD_SIZE", "1")), min(args.nproc, len(shapes)))
+        estimate = RunEstimate(estimate_shared_training(list(shapes.values()), world), 0, 0, 1)
+        fit = [(f"fitting one model on {len(shapes)} tomograms", str(_shared_model_dir(args) / "checkpoint.pt"), estimate)]
+        _say(f"fitting one model on {len(shapes)} tomograms needs {estimate.describe()}"
+             + (f" in the process with the largest share (of {world})" if world > 1 else "") + "; then each is denoised on its own:")
+    check_resources(runs + fit, say=_say, refuse_memory=not getattr(args, "ignore_memory_estimate", False))
     if runs and (len(runs) <= 3 or args.verbose):
         for path, _, est in runs:
             _say(f"{path}: {'x'.join(map(str, shapes[path]))} voxels; {est.describe()}")
@@ -392,48 +438,22 @@ def _check_resources(args, todo, shapes) -> None:
         _say(f"{len(runs)} tomograms; the largest, {path}, needs {est.describe()}")
 
 
-def _run_summary(workflow) -> tuple[str, float | None]:
+def _held_out_score(workflow) -> str:
     """The run's best held-out score as the summary's quality column reads it (``""`` for a
-    bundle without validation), and the input's standard deviation from its normaliser."""
+    bundle without validation)."""
     source = workflow.parser.get_parsed_content("source")
     try:
         best = float(workflow.parser.get_parsed_content("validate#evaluator").state.best_metric)
     except Exception:  # noqa: BLE001 - a bundle without validation: no score to report
         best = float("nan")
-    score = "" if best == -1 or not math.isfinite(best) else (
+    return "" if best == -1 or not math.isfinite(best) else (
         f"held-out PSNR {best:.2f} dB" if source.has_reference else f"held-out loss {-best:.4g}")
-    return score, float(source.normalizer.std)
 
 
-def _denoise_item(item, args, overrides: dict, settings: dict, rank: int, label: str):
-    """Fit, denoise and record one tomogram; returns its :class:`~cet_monai.engines.batch.BatchResult`."""
-    from cet_monai.engines import latest_checkpoint
-    from cet_monai.engines.batch import BatchResult, output_check, write_completion
-    from cet_monai.workflows import predict, train
-
-    t0 = time.perf_counter()
-    _say(f"{label} {item.input}: training ({args.method}) -> checkpoints in {item.work_dir}/")
-    workflow = train(args.method, tomogram=item.input, output_dir=item.work_dir, resume=not args.no_resume, **overrides)
-    validation, input_std = _run_summary(workflow)
-    del workflow
-    gc.collect()  # the training's copy of the tomogram goes before inference makes its own
-    ckpt = latest_checkpoint(item.work_dir)
-    _say(f"{label} trained in {time.perf_counter() - t0:.0f} s; denoising the whole tomogram")
-    infer = {k: v for k, v in overrides.items() if k in ("versions", "passes", "seed", "device", "progress")}
-    predict([item.input], ckpt, item.output, method=args.method, overwrite=args.overwrite, save_std=args.save_std, **infer)
-    gc.collect()  # the inference's copy of the tomogram goes before the output is checked
-    write_completion(item, settings)
-    return BatchResult(item.input, item.output, "denoised", rank, time.perf_counter() - t0, output_check(item.output, input_std, validation))
-
-
-def _denoise_share(args, todo, overrides: dict, settings: dict, rank: int = 0, world: int = 1, local_rank: int = 0):
-    """Denoise this rank's share of ``todo``. In a batch a failure is reported and the next
-    tomogram started; a single tomogram's error propagates (one line, exit 2)."""
-    import traceback
-
+def _process_overrides(args, overrides: dict, rank: int, world: int, local_rank: int) -> dict:
+    """``overrides`` for this process of ``world``: its own GPU (``cuda:<local rank>``) unless
+    ``--device`` says otherwise, and progress bars on rank 0 only."""
     import torch
-
-    from cet_monai.engines.batch import BatchResult, share
 
     overrides = dict(overrides)
     if world > 1:
@@ -441,15 +461,55 @@ def _denoise_share(args, todo, overrides: dict, settings: dict, rank: int = 0, w
             overrides["device"] = f"$torch.device('cuda:{local_rank % torch.cuda.device_count()}')"
         if rank > 0:
             overrides["progress"] = False  # one set of progress bars: rank 0's
-    mine = share(todo, rank, world)
+    return overrides
+
+
+def _denoise_with(item, args, checkpoint, overrides: dict, settings: dict, rank: int, started: float, input_std: float, validation: str):
+    """Denoise ``item`` with ``checkpoint``, record its output complete and check it; returns its
+    :class:`~cet_monai.engines.batch.BatchResult` (``started``: when the item's work began)."""
+    from cet_monai.engines.batch import BatchResult, output_check, write_completion
+    from cet_monai.workflows import predict
+
+    infer = {k: v for k, v in overrides.items() if k in ("versions", "passes", "seed", "device", "progress")}
+    predict([item.input], checkpoint, item.output, method=args.method, overwrite=args.overwrite, save_std=args.save_std, **infer)
+    gc.collect()  # the inference's copy of the tomogram goes before the output is checked
+    write_completion(item, settings)
+    return BatchResult(item.input, item.output, "denoised", rank, time.perf_counter() - started, output_check(item.output, input_std, validation))
+
+
+def _denoise_item(item, args, overrides: dict, settings: dict, rank: int, label: str):
+    """Fit, denoise and record one tomogram; returns its :class:`~cet_monai.engines.batch.BatchResult`."""
+    from cet_monai.engines import latest_checkpoint
+    from cet_monai.workflows import train
+
+    t0 = time.perf_counter()
+    _say(f"{label} {item.input}: training ({args.method}) -> checkpoints in {item.work_dir}/")
+    workflow = train(args.method, tomogram=item.input, output_dir=item.work_dir, resume=not args.no_resume, **overrides)
+    validation = _held_out_score(workflow)
+    input_std = float(workflow.parser.get_parsed_content("source").normalizer.std)
+    del workflow
+    gc.collect()  # the training's copy of the tomogram goes before inference makes its own
+    ckpt = latest_checkpoint(item.work_dir)
+    _say(f"{label} trained in {time.perf_counter() - t0:.0f} s; denoising the whole tomogram")
+    return _denoise_with(item, args, ckpt, overrides, settings, rank, t0, input_std, validation)
+
+
+def _each_tomogram(items, run, rank: int, world: int, propagate: bool = False) -> list:
+    """``run(item, label)`` for each of this process's ``items``, collecting their results. A
+    failure is reported (its traceback in the item's work folder) and the next item started;
+    with ``propagate`` (a single tomogram) its error is raised instead (one line, exit 2)."""
+    import traceback
+
+    from cet_monai.engines.batch import BatchResult
+
     results = []
-    for i, item in enumerate(mine, 1):
-        label = f"{'rank %d ' % rank if world > 1 else ''}[{i}/{len(mine)}]"
+    for i, item in enumerate(items, 1):
+        label = f"{'rank %d ' % rank if world > 1 else ''}[{i}/{len(items)}]"
         t0 = time.perf_counter()
         try:
-            results.append(_denoise_item(item, args, overrides, settings, rank, label))
+            results.append(run(item, label))
         except Exception as error:  # noqa: BLE001 - reported in the summary; the batch goes on
-            if len(todo) == 1 and world == 1:
+            if propagate:
                 raise
             message = str(_user_error(error) or error) or type(error).__name__
             log = Path(item.work_dir) / "error.log"
@@ -462,6 +522,59 @@ def _denoise_share(args, todo, overrides: dict, settings: dict, rank: int = 0, w
             _say(f"{label} {item.input}: FAILED: {message}; going on with the next tomogram")
             results.append(BatchResult(item.input, item.output, "failed", rank, time.perf_counter() - t0, error=message))
     return results
+
+
+def _denoise_share(args, todo, overrides: dict, settings: dict, rank: int = 0, world: int = 1, local_rank: int = 0):
+    """Fit and denoise this rank's share of ``todo``, one model per tomogram. In a batch a
+    failure is reported and the next tomogram started; a single tomogram's error propagates
+    (one line, exit 2)."""
+    from cet_monai.engines.batch import share
+
+    overrides = _process_overrides(args, overrides, rank, world, local_rank)
+    return _each_tomogram(share(todo, rank, world), lambda item, label: _denoise_item(item, args, overrides, settings, rank, label),
+                          rank, world, propagate=len(todo) == 1 and world == 1)
+
+
+#: the work folder of ``--shared-model`` in the output folder (checkpoints, logs, completion records)
+SHARED_MODEL_DIR = "shared_model_run"
+
+
+def _shared_model_dir(args) -> Path:
+    """Where ``--shared-model`` fits its model: ``--work-dir``, else ``OUTPUT/shared_model_run/``."""
+    return Path(args.work_dir) if args.work_dir else Path(args.output) / SHARED_MODEL_DIR
+
+
+def _denoise_shared(args, todo, overrides: dict, settings: dict, rank: int = 0, world: int = 1, local_rank: int = 0):
+    """``--shared-model``: fit ONE model on all the inputs (data parallel with
+    ``multi_gpu_train.yaml`` over ``world`` processes, each drawing from its share of the
+    tomograms), then denoise this process's tomograms among ``todo`` with it. A failure of the
+    fit propagates (no output can be made without it); a tomogram that fails to denoise is
+    reported and the next one started."""
+    from cet_monai.engines import latest_checkpoint
+    from cet_monai.workflows import train
+
+    if not todo:
+        return []  # every output is complete: nothing to fit
+    inputs = _expand_inputs(args.inputs)
+    overrides = _process_overrides(args, overrides, rank, world, local_rank)
+    model_dir = _shared_model_dir(args)
+    who = f"rank {rank}: " if world > 1 else ""
+    _say(f"{who}fitting one model ({args.method}) on {len(inputs)} tomograms"
+         + (f" in {world} processes" if world > 1 else "") + f" -> checkpoints in {model_dir}/")
+    t0 = time.perf_counter()
+    workflow = train(args.method, tomogram=inputs, output_dir=model_dir, resume=not args.no_resume,
+                     extra_configs=("multi_gpu_train.yaml",) if world > 1 else (), **overrides)
+    validation = _held_out_score(workflow)
+    source = workflow.parser.get_parsed_content("source")
+    input_std = {str(s.path): float(s.normalizer.std) for s in source.sources}
+    names = ", ".join(source.names)
+    del workflow, source
+    gc.collect()  # the training's copies of the tomograms go before inference makes its own
+    _say(f"{who}fitted in {time.perf_counter() - t0:.0f} s, drawing patches from {names}; denoising those")
+    ckpt = latest_checkpoint(str(model_dir))
+    mine = [item for item in todo if item.input in input_std]  # this process's tomograms (its share of the fit)
+    return _each_tomogram(mine, lambda item, label: _denoise_with(item, args, ckpt, overrides, settings, rank, time.perf_counter(),
+                                                                  input_std[item.input], validation), rank, world)
 
 
 def _finish_batch(args, results, skipped, quiet: bool = False) -> int:
@@ -581,19 +694,22 @@ def _launch(args, nproc: int) -> int:
 
 def cmd_denoise(args) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    run = _denoise_shared if args.shared_model else _denoise_share
     if world > 1:  # one of the processes of torchrun (or of --nproc, which runs torchrun)
         if args.nproc > 1:
             raise OptionError("--nproc starts its own processes: under torchrun leave it out (torchrun's --nproc_per_node decides)")
         rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
         todo, skipped, overrides, settings = _denoise_plan(args)
-        _rank_barrier()
-        results = _denoise_share(args, todo, overrides, settings, rank, world, local_rank)
+        if not args.shared_model:
+            _rank_barrier()  # a shared model's fit joins every rank before any output is written
+        results = run(args, todo, overrides, settings, rank, world, local_rank)
         return _merge_rank_results(args, results, skipped, rank, world)
     todo, skipped, overrides, settings = _denoise_plan(args)
-    nproc = min(args.nproc, len(todo))
+    # a shared model is fitted on every input (each process needs one), even when few are left to denoise
+    nproc = min(args.nproc, len(todo) + len(skipped) if args.shared_model and todo else len(todo))
     if nproc > 1:
         return _launch(args, nproc)
-    return _finish_batch(args, _denoise_share(args, todo, overrides, settings), skipped)
+    return _finish_batch(args, run(args, todo, overrides, settings), skipped)
 
 
 def cmd_predict(args) -> int:

@@ -1,4 +1,4 @@
-"""Python entry points that run the bundles: train on one tomogram, denoise files or arrays.
+"""Python entry points that run the bundles: train on one tomogram (or several), denoise files or arrays.
 
 The command line (:mod:`cet_monai.cli`), the demo and the benchmarks all go through these
 functions, and these functions go through the bundles' YAML configs with MONAI's
@@ -205,7 +205,10 @@ def train(method: str = "recorrupted", tomogram=None, output_dir: str | os.PathL
 
     Args:
         method: ``"recorrupted"`` (default), ``"fourier"`` or ``"real"``.
-        tomogram: path, or ``None`` for the simulated default.
+        tomogram: path, or ``None`` for the simulated default; a list of paths fits ONE model on
+            all of them (:class:`~cet_monai.engines.TomogramCollection`; with
+            ``extra_configs=("multi_gpu_train.yaml",)`` under torchrun, each process draws from
+            its share of them).
         output_dir: checkpoints, TensorBoard logs and previews go here.
         extra_configs: further config files of the bundle merged over ``train.yaml`` (e.g.
             ``"halves.yaml"``).
@@ -219,9 +222,11 @@ def train(method: str = "recorrupted", tomogram=None, output_dir: str | os.PathL
         raise CetMonaiError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     overrides = dict(overrides)
     check_iterations(method, overrides)
-    workflow = make_workflow(
-        METHODS[method], ("train.yaml", *extra_configs), "train", tomogram=None if tomogram is None else str(tomogram), output_dir=str(output_dir), **overrides
-    )
+    if isinstance(tomogram, (list, tuple)):
+        tomogram = [str(t) for t in tomogram]
+    elif tomogram is not None:
+        tomogram = str(tomogram)
+    workflow = make_workflow(METHODS[method], ("train.yaml", *extra_configs), "train", tomogram=tomogram, output_dir=str(output_dir), **overrides)
     workflow.initialize()
     workflow.run()
     workflow.finalize()

@@ -319,7 +319,7 @@ def test_multi_gpu_writers_only_on_rank_zero(bundle, rank, monkeypatch, tmp_path
         assert names == ["ResumeFromCheckpoint", "LrScheduleHandler", "GradientClipping", "ValidationHandler", "EarlyStopOnValidation"]
         assert not any(isinstance(h, writers) for h in train_handlers) and val_handlers == []
         assert "random_states" not in parser.get_parsed_content("train#handlers")[0].load_dict
-    assert len(parser.get_parsed_content("train#dataset")) == 2 * TINY["epoch_length"]  # epoch_length per rank
+    assert len(parser.get_parsed_content("train#dataset")) == TINY["epoch_length"]  # each rank's own data, epoch_length items
     assert parser.get_parsed_content("record").network is parser.get_parsed_content("network_def")
     assert not glob.glob(str(tmp_path / "tensorboard" / "*")) or rank == 0
 
@@ -431,7 +431,7 @@ def test_a_misspelled_bundle_command_line_id_fails_before_training_with_the_clos
     train = config_arg("recorrupted_denoising")
     files = config_arg("recorrupted_denoising", "train.yaml", "multi_gpu_train.yaml")
     check_bundle_command_line([main, "run", "training", "--config_file", train, "--learning_rate", "0.1", "--simulation#shape", "[16,32,32]"])
-    check_bundle_command_line([main, "run", "training", "--config_file", files, "--train#sampler#shuffle", "false"])
+    check_bundle_command_line([main, "run", "training", "--config_file", files, "--network#broadcast_buffers", "false"])
     check_bundle_command_line(["pytest", "--lerning_rate", "1"])  # not a bundle run: nothing to check
     with pytest.raises(OptionError, match="--lerning_rate: no such setting.*did you mean learning_rate"):
         check_bundle_command_line([main, "run", "training", "--config_file", train, "--lerning_rate=0.1"])

@@ -9,7 +9,8 @@ from .fingerprint import CheckpointMismatchError, RunFingerprint, volume_stem, w
 from .distributed import finish_distributed, init_distributed, resume_dict, sync_batchnorm
 from .preflight import as_bool, check_bundle_command_line, check_config_keys, check_device, check_patch, check_writable_folder
 from .resources import check_gpu_memory
-from .data import LoadTomogramd, SaveTomogramd, TomogramSource, dataset_dir_of, default_output, default_output_name, input_list
+from .data import (LoadTomogramd, SaveTomogramd, TomogramCollection, TomogramSource, dataset_dir_of, default_output, default_output_name,
+                   input_list, training_source)
 from .handlers import (
     EarlyStopOnValidation,
     GradientClipping,
@@ -77,7 +78,9 @@ __all__ = [
     "RandomStates",
     "ResumeFromCheckpoint",
     "SaveTomogramd",
+    "TomogramCollection",
     "TomogramSource",
+    "training_source",
     "TrainingProgressBar",
     "WeightAveraging",
     "TrainingCheckpointSaver",

@@ -1,6 +1,7 @@
 """Denoising many tomograms: what to do, what is already done, and what happened.
 
-``cet-monai denoise DIR -o OUT`` fits one model per tomogram. On a cluster it runs for hours,
+``cet-monai denoise DIR -o OUT`` fits one model per tomogram (or, ``--shared-model``, one
+model on all of them; :func:`shared_model_settings`). On a cluster it runs for hours,
 may be killed and rerun, and may be spread over several processes (``--nproc N`` or
 ``torchrun``); this module holds the bookkeeping, independent of the method:
 
@@ -19,6 +20,7 @@ may be killed and rerun, and may be spread over several processes (``--nproc N``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -28,7 +30,7 @@ import numpy as np
 
 from cet_monai.errors import OptionError
 
-from .fingerprint import volume_fingerprint
+from .fingerprint import file_fingerprint
 
 __all__ = [
     "BatchItem",
@@ -36,6 +38,7 @@ __all__ = [
     "COMPLETION_NAME",
     "SUMMARY_NAME",
     "output_settings",
+    "shared_model_settings",
     "write_completion",
     "is_complete",
     "plan_batch",
@@ -92,23 +95,26 @@ def output_settings(method: str, overrides: dict, save_std: bool = False) -> dic
     return json.loads(json.dumps({"method": method, "overrides": kept, "save_std": bool(save_std)}, sort_keys=True, default=repr))
 
 
-def _input_fingerprint(path: str) -> dict:
-    from cet_monai.io import read_volume
-
-    data, header = read_volume(path, mmap=True)
-    return volume_fingerprint(data, header.voxel_size, path)
-
-
 def _record(item: BatchItem, settings: dict) -> dict:
     out = os.stat(item.output)
     return {
         "input": os.path.abspath(item.input),
-        "input_fingerprint": _input_fingerprint(item.input),
+        "input_fingerprint": file_fingerprint(item.input),
         "settings": settings,
         "output": os.path.abspath(item.output),
         "output_bytes": int(out.st_size),
         "output_mtime_ns": int(out.st_mtime_ns),
     }
+
+
+def shared_model_settings(settings: dict, inputs) -> dict:
+    """``settings`` of outputs denoised by ONE model fitted on all ``inputs`` (``cet-monai denoise
+    --shared-model``): each output then depends on every input, so the record also names the
+    set (its size and a hash of the inputs' fingerprints, in order), and a changed, added or
+    removed tomogram makes every output incomplete. The number of processes is not part of it
+    (like the device, it is how the model is fitted, not which data it is fitted on)."""
+    fingerprints = json.dumps([file_fingerprint(p) for p in inputs], sort_keys=True)
+    return {**settings, "shared_model": {"tomograms": len(inputs), "sha256": hashlib.sha256(fingerprints.encode()).hexdigest()}}
 
 
 def write_completion(item: BatchItem, settings: dict) -> Path:

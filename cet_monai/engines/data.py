@@ -1,10 +1,11 @@
 """Tomograms as training and inference data: reading, whole-tomogram normalisation, held-out region.
 
 :class:`TomogramSource` prepares the one tomogram a self-supervised model is fitted on (a user's
-file, or the embedded simulated default with its clean reference). :class:`LoadTomogramd` and
-:class:`SaveTomogramd` are the dictionary transforms the inference bundle uses to read a
-tomogram (normalised with its own whole-tomogram statistics) and to write the denoised result
-with the input's header, on the input's intensity scale.
+file, or the embedded simulated default with its clean reference); :class:`TomogramCollection`
+prepares several, for one model fitted on all of them (:func:`training_source` chooses).
+:class:`LoadTomogramd` and :class:`SaveTomogramd` are the dictionary transforms the inference
+bundle uses to read a tomogram (normalised with its own whole-tomogram statistics) and to write
+the denoised result with the input's header, on the input's intensity scale.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from cet_monai.normalize import TomogramNormalizer
 
 from .fingerprint import volume_stem
 
-__all__ = ["TomogramSource", "LoadTomogramd", "SaveTomogramd", "default_output_name", "is_unset"]
+__all__ = ["TomogramSource", "TomogramCollection", "training_source", "LoadTomogramd", "SaveTomogramd", "default_output_name", "is_unset",
+           "validation_pairing"]
 
 logger = logging.getLogger(__name__)
 
@@ -189,35 +191,33 @@ class TomogramSource:
                 cut[axis] = slice(start, start + keep)
         return tuple(cut)
 
+    def held_out_region(self) -> torch.Tensor | None:
+        """``(1, Z, Y_held, X)`` view of the held-out region (centrally cropped in Z and X to at
+        most :attr:`max_validation_voxels` voxels); ``None`` when nothing is held out."""
+        if self.validation_start >= self.image.shape[2]:
+            return None
+        return self.image[self._validation_window()]
+
     def validation_items(self, pairing=None) -> list[dict]:
         """The held-out region as evaluator data.
 
         With a reference: ``[{"image": noisy region, "label": clean region}]`` (score: PSNR).
         Without: the pairs that ``pairing`` (the training's pairing transform, deep-copied and
-        seeded so every validation sees the same pairs) makes of the region (score: the
-        self-supervised loss). Empty when there is no held-out region. A held-out region above
-        :attr:`max_validation_voxels` is cropped to its centre in Z and X.
+        seeded so every validation sees the same pairs: :func:`validation_pairing`) makes of the
+        region (score: the self-supervised loss). Empty when there is no held-out region. A
+        held-out region above :attr:`max_validation_voxels` is cropped to its centre in Z and X.
         """
-        if self.validation_start >= self.image.shape[2]:
+        region = self.held_out_region()
+        if region is None:
             return []
         held = self._validation_window()
-        region = self.image[held]
         if self.has_reference:
             return [{"image": region, "label": self.reference[held]}]
         if self.halves is not None:
             return [{"image": self.halves[0][held], "label": self.halves[1][held]}]
         if pairing is None:
             raise ValueError("without a reference, validation needs the pairing transform")
-        pairing = copy.deepcopy(pairing)
-        pairing.set_random_state(seed=12345)
-        pairer = getattr(pairing, "pairer", pairing)
-        if getattr(pairer, "mode", None) == "pool":
-            # the pool is made of the training region only; the held-out region gets the same
-            # family of masks drawn on its own spectrum (seed pool -> patch masks, split pool -> split)
-            pairer.mode = "split" if getattr(pairer.pool, "kind", "bernoulli") == "split" else "patch"
-            pairer.pool = None
-        items = pairing({"image": region})
-        return [dict(i) for i in (items if isinstance(items, list) else [items])]
+        return paired_items(validation_pairing(pairing), {"image": region})
 
     def state_dict(self) -> dict:
         """What a checkpoint needs to denoise this tomogram again: the normaliser and the header."""
@@ -227,6 +227,154 @@ class TomogramSource:
         """Checkpoints are written, not restored, through this object; restoring is a no-op check."""
         if tuple(state.get("voxel_size", self.header.voxel_size)) != tuple(self.header.voxel_size):
             logger.warning("checkpoint was trained on a tomogram with voxel size %s", state.get("voxel_size"))
+
+
+def validation_pairing(pairing):
+    """The training's pairing transform as validation uses it: a deep copy (training's random
+    stream untouched) seeded with a fixed seed, so every validation sees the same pairs. A
+    whole-tomogram pool (made of the training region only) becomes the same family of masks
+    drawn on the region itself (Bernoulli pool -> per-patch masks, split pool -> splits)."""
+    pairing = copy.deepcopy(pairing)
+    pairing.set_random_state(seed=12345)
+    pairer = getattr(pairing, "pairer", pairing)
+    if getattr(pairer, "mode", None) == "pool":
+        pairer.mode = "split" if getattr(pairer.pool, "kind", "bernoulli") == "split" else "patch"
+        pairer.pool = None
+    return pairing
+
+
+def paired_items(pairing, item: dict) -> list[dict]:
+    """The list of pair dicts ``pairing`` makes of ``item`` (one pair or several)."""
+    items = pairing(item)
+    return [dict(i) for i in (items if isinstance(items, list) else [items])]
+
+
+class TomogramCollection:
+    """Several tomograms for fitting ONE model (``cet-monai denoise --shared-model``).
+
+    Each tomogram is a :class:`TomogramSource` of its own: read memory-mapped, normalised with its
+    OWN whole-tomogram statistics, the last part of its Y axis held out for validation. The
+    collection offers what the shared training config uses of a source (``training_items``,
+    ``validation_items``, ``central_crop``, ``header``, ``has_reference``, ``fingerprint``,
+    ``noise_reference``, ``dataset_dir``); every item it makes names its tomogram under
+    :data:`~cet_monai.transforms.patches.TOMOGRAM_INDEX_KEY` (its position in :attr:`sources`),
+    which the patching uses to keep one tiling per tomogram and a method may use for what it
+    fitted per tomogram (the default's noise spectra, :class:`~cet_monai.transforms.SelectNoiseSpectrumd`).
+
+    Data parallel (``multi_gpu_train.yaml``): process ``rank`` of ``world_size`` reads and holds
+    only its share of the tomograms (:func:`~cet_monai.engines.batch.share`: tomograms rank,
+    rank + W, ...), so its memory grows with its share, 4 bytes per voxel of each; the
+    fingerprint covers them all, so every process checks a resumed run against the same set.
+
+    Args:
+        tomograms: the paths of all the run's tomograms (two or more).
+        rank, world_size: this process and the number of processes (at most one per tomogram).
+        validation_fraction, percentiles: as :class:`TomogramSource`, for each tomogram.
+
+    Attributes:
+        paths: all the tomograms, in order.
+        sources: this process's :class:`TomogramSource` objects, in order. The held-out regions
+            share one validation budget (:attr:`TomogramSource.max_validation_voxels` in all), so
+            validation costs the same whatever the number of tomograms.
+    """
+
+    has_reference = False
+
+    def __init__(self, tomograms: Sequence[str | os.PathLike], rank: int = 0, world_size: int = 1, validation_fraction: float = 0.125,
+                 percentiles: tuple[float, float] = (0.5, 99.5)) -> None:
+        from .batch import share
+        from .fingerprint import file_fingerprint
+
+        self.paths = [Path(p) for p in input_list(tomograms)]
+        rank, world_size = int(rank), int(world_size)
+        if len(self.paths) < 2:
+            raise OptionError(f"fitting one model on several tomograms needs two or more, got {len(self.paths)}")
+        if world_size > len(self.paths):
+            raise OptionError(f"{len(self.paths)} tomograms for {world_size} processes: one model fitted on several tomograms "
+                              f"needs at least one tomogram per process (run at most {len(self.paths)})")
+        mine = share(list(range(len(self.paths))), rank, world_size)
+        self.sources = [TomogramSource(self.paths[i], validation_fraction=validation_fraction, percentiles=percentiles) for i in mine]
+        for source in self.sources:
+            source.max_validation_voxels = TomogramSource.max_validation_voxels // len(self.sources)
+        names = [p.name for p in self.paths]
+        labels = names if len(set(names)) == len(names) else [str(p) for p in self.paths]
+        self._fingerprint = {"count": len(self.paths), **{label: file_fingerprint(p) for label, p in zip(labels, self.paths)}}
+        logger.info("process %d of %d holds %d of the %d tomograms: %s", rank, world_size, len(self.sources), len(self.paths),
+                    ", ".join(self.names))
+
+    @property
+    def names(self) -> list[str]:
+        """File names of this process's tomograms, in the order of :attr:`sources`."""
+        return [s.path.name for s in self.sources]
+
+    @property
+    def header(self):
+        """The first tomogram's :class:`~cet_monai.io.VolumeHeader` (for the previews of :meth:`central_crop`)."""
+        return self.sources[0].header
+
+    @property
+    def dataset_dir(self) -> str:
+        return str(self.paths[0].parent)
+
+    def fingerprint(self) -> dict:
+        """What identifies the run's tomograms in a checkpoint: their ``count`` and each one's
+        :func:`~cet_monai.engines.fingerprint.file_fingerprint`, by file name (all of them, on
+        every process)."""
+        return dict(self._fingerprint)
+
+    def noise_reference(self) -> None:
+        """No clean references for collections."""
+        return None
+
+    def training_items(self, count: int) -> list[dict]:
+        """``count`` items (at least one per tomogram) taking this process's tomograms in turn:
+        item ``k`` is a reference to the training region of tomogram ``k mod n`` with its index
+        under ``tomogram_index``. An epoch of ``epoch_length >= n`` iterations sees every
+        tomogram; with fewer, Ignite carries its data iterator over to the next epoch, so the
+        epochs take the tomograms in turn."""
+        from cet_monai.transforms.patches import TOMOGRAM_INDEX_KEY
+
+        n = len(self.sources)
+        return [{"image": self.sources[k % n].training_region(), TOMOGRAM_INDEX_KEY: k % n} for k in range(max(int(count), n))]
+
+    def central_crop(self, size, depth: int = 1) -> torch.Tensor:
+        """:meth:`TomogramSource.central_crop` of this process's first tomogram (training previews)."""
+        return self.sources[0].central_crop(size, depth)
+
+    def validation_items(self, pairing=None) -> list[dict]:
+        """The pairs ``pairing`` makes of each tomogram's held-out region (one seeded copy of the
+        pairing for all: :func:`validation_pairing`), each item with its ``tomogram_index``.
+        The evaluator scores them together (the self-supervised loss; with several processes
+        MONAI's metrics gather every process's pairs, so all agree on the score)."""
+        from cet_monai.transforms.patches import TOMOGRAM_INDEX_KEY
+
+        regions = [(i, s.held_out_region()) for i, s in enumerate(self.sources)]
+        regions = [(i, r) for i, r in regions if r is not None]
+        if not regions:
+            return []
+        if pairing is None:
+            raise ValueError("validation of several tomograms needs the pairing transform")
+        pairing = validation_pairing(pairing)
+        return [item for i, region in regions for item in paired_items(pairing, {"image": region, TOMOGRAM_INDEX_KEY: i})]
+
+
+def training_source(tomogram=None, reference=None, simulation: Mapping | None = None, volume: np.ndarray | None = None,
+                    halves: tuple | None = None, voxel_size=None, validation_fraction: float = 0.125, rank: int = 0, world_size: int = 1):
+    """What a denoising run is fitted on (the shared training config's ``source``): a
+    :class:`TomogramSource` for one tomogram (a path, an in-memory ``volume``, or the simulated
+    default when there is neither), a :class:`TomogramCollection` of this process's share for a
+    list of several paths (``rank`` of ``world_size``; ``reference``, ``volume`` and ``halves``
+    are single-tomogram options and refused with it)."""
+    paths = input_list(tomogram) if isinstance(tomogram, (list, tuple)) else None
+    if paths is not None and len(paths) > 1:
+        given = [name for name, value in (("reference", reference), ("volume", volume), ("halves", halves)) if not is_unset(value)]
+        if given:
+            raise OptionError(f"several tomograms: {', '.join(given)} belong to one tomogram; fit one model on several without them")
+        return TomogramCollection(paths, rank=rank, world_size=world_size, validation_fraction=validation_fraction)
+    if paths is not None:
+        tomogram = paths[0] if paths else None
+    return TomogramSource(tomogram, reference=reference, simulation=simulation, validation_fraction=validation_fraction, volume=volume,
+                          halves=halves, voxel_size=voxel_size)
 
 
 def _volume_of(prediction: torch.Tensor, b: int) -> np.ndarray:

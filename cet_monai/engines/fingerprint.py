@@ -20,7 +20,8 @@ import numpy as np
 
 from cet_monai.errors import CetMonaiError
 
-__all__ = ["CheckpointMismatchError", "RunFingerprint", "volume_fingerprint", "settings_fingerprint", "volume_stem", "work_dir_for"]
+__all__ = ["CheckpointMismatchError", "RunFingerprint", "file_fingerprint", "volume_fingerprint", "settings_fingerprint", "volume_stem",
+           "work_dir_for"]
 
 #: voxels hashed from a tomogram: SAMPLE_RUNS contiguous runs of RUN_VOXELS, evenly spaced over the
 #: flat array (contiguous, so a memory map of any size is read at ~100 places, 1 MiB in all)
@@ -56,6 +57,15 @@ def volume_fingerprint(array, voxel_size=None, path: str | os.PathLike | None = 
             out["header_sha256"] = hashlib.sha256(f.read(HEADER_BYTES)).hexdigest()
         out["file_bytes"] = int(os.path.getsize(path))
     return out
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict:
+    """:func:`volume_fingerprint` of a tomogram file (memory-mapped: its header and the sampled
+    voxels are read, nothing else)."""
+    from cet_monai.io import read_volume
+
+    data, header = read_volume(path, mmap=True)
+    return volume_fingerprint(data, header.voxel_size, path)
 
 
 def _strip_inference_only(value):

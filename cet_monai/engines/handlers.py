@@ -144,9 +144,9 @@ class RandomStates:
     """Every random state a training run depends on, as one checkpointable object.
 
     Holds: the random generators of the data transforms (each ``Randomizable``'s ``R``), the
-    state some transforms keep between calls (the pending positions of a
-    :class:`~cet_monai.transforms.RandTomogramPatchd` tiling; a transform's own
-    ``state_dict``/``load_state_dict`` when it has them), torch's CPU (and CUDA) generators,
+    state some transforms keep between calls (a transform's own ``state_dict``/``load_state_dict``,
+    e.g. the pending positions of each :class:`~cet_monai.transforms.RandTomogramPatchd`
+    tiling), torch's CPU (and CUDA) generators,
     numpy's and Python's global generators. Put it in the ``save_dict`` of
     :class:`monai.handlers.CheckpointSaver` and the ``load_dict`` of the loader, and a resumed
     run draws exactly the patches, masks and dropout an uninterrupted run would have drawn.
@@ -169,27 +169,15 @@ class RandomStates:
     def _unpack_numpy(state: dict) -> tuple:
         return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"])
 
-    # state a transform keeps between calls, besides its generator (tensors, for weights_only loading)
+    # state a transform keeps between calls, besides its generator (its own state_dict: tensors, for weights_only loading)
     @staticmethod
     def _transform_state(t) -> dict:
-        if callable(getattr(t, "state_dict", None)):
-            return dict(t.state_dict())
-        if hasattr(t, "_queue"):  # RandTomogramPatchd: the rest of the current tiling
-            shape = getattr(t, "_queue_shape", None)
-            return {
-                "queue": torch.as_tensor(np.asarray(t._queue, dtype=np.int64).reshape(-1, 3)),
-                "queue_shape": torch.as_tensor(() if shape is None else shape, dtype=torch.int64),
-            }
-        return {}
+        return dict(t.state_dict()) if callable(getattr(t, "state_dict", None)) else {}
 
     @staticmethod
     def _load_transform_state(t, state: dict) -> None:
         if callable(getattr(t, "load_state_dict", None)):
             t.load_state_dict(state)
-        elif "queue" in state:
-            t._queue = [q.numpy().astype(np.int64) for q in state["queue"]]
-            shape = tuple(int(v) for v in state["queue_shape"])
-            t._queue_shape = shape or None
 
     def state_dict(self) -> dict:
         state = {

@@ -28,6 +28,7 @@ Inference needs no check: it halves its batch on an out-of-memory error and goes
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -36,7 +37,8 @@ from pathlib import Path
 
 from cet_monai.errors import OptionError
 
-__all__ = ["RunEstimate", "estimate_run", "available_memory", "check_resources", "training_gpu_bytes", "check_gpu_memory"]
+__all__ = ["RunEstimate", "estimate_run", "estimate_shared_training", "available_memory", "check_resources", "training_gpu_bytes",
+           "check_gpu_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,8 @@ class RunEstimate:
 
     def describe(self) -> str:
         scratch = f", {_size(self.scratch_disk)} of scratch space in {tempfile.gettempdir()}" if self.scratch_disk else ""
-        return (f"about {_size(self.memory)} of memory, {_size(self.output_disk)} of output{scratch}"
+        output = f", {_size(self.output_disk)} of output" if self.output_disk else ""
+        return (f"about {_size(self.memory)} of memory{output}{scratch}"
                 + (f" (inference in {self.slabs} slabs)" if self.slabs > 1 else ""))
 
 
@@ -84,6 +87,32 @@ def estimate_run(shape, save_std: bool = False, slab_voxels: int | None = None, 
     maps = 2 if save_std else 1
     return RunEstimate(memory=memory, output_disk=maps * out_bytes_per_voxel * voxels,
                        scratch_disk=maps * 4 * voxels if slabs > 1 else 0, slabs=slabs)
+
+
+def estimate_shared_training(shapes, world_size: int = 1) -> int:
+    """Peak memory (bytes) of fitting ONE model on several ``(Z, Y, X)`` tomograms
+    (``cet-monai denoise --shared-model``) in the process with the largest share of them
+    (:func:`~cet_monai.engines.batch.share`): the constant, 4 bytes per voxel of each of its
+    tomograms (their normalised copies are all held while it trains) and, for the default method,
+    each one's noise spectrum (float64 on the estimator's fine grid, at most ``fine_size`` = 128
+    frequencies per axis: up to 16 MiB). The held-out regions share one bounded validation budget.
+    A model from these sizes, not a measurement; inference, after the fit, is
+    :func:`estimate_run` for each tomogram."""
+    import inspect
+
+    from cet_monai.noise_spectrum import estimate_noise_spectrum
+
+    from .batch import share
+
+    fine = int(inspect.signature(estimate_noise_spectrum).parameters["fine_size"].default)
+
+    def held(shape) -> int:
+        voxels = math.prod(int(s) for s in shape)
+        return 4 * voxels + 8 * math.prod(min(int(s), fine) for s in shape)
+
+    shapes = list(shapes)
+    world_size = max(1, min(int(world_size), len(shapes)))
+    return BASE_BYTES + max(sum(held(s) for s in share(shapes, rank, world_size)) for rank in range(world_size))
 
 
 def available_memory() -> int | None:

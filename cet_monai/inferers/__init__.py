@@ -2,6 +2,7 @@
 
 from .dropout import DropoutPassState, is_dropout, mc_dropout
 from .mc_inferer import IdentitySampler, MCDropoutInferer, WindowSampler, flip_axes, is_out_of_memory
+from .per_tomogram import PerTomogramInferer
 from .pool import FourierPoolInferer, VersionMoments
 from .split import FourierSplitInferer
 
@@ -11,6 +12,7 @@ __all__ = [
     "FourierSplitInferer",
     "IdentitySampler",
     "MCDropoutInferer",
+    "PerTomogramInferer",
     "VersionMoments",
     "WindowSampler",
     "flip_axes",

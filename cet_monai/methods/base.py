@@ -3,8 +3,9 @@
 A method (e.g. :class:`~cet_monai.methods.RecorruptedPairs`) holds its settings and nothing
 else; from them it builds what training and inference need:
 
-* :meth:`DenoisingMethod.fitted_to` - the method with what it learns from the tomogram before
-  training (the noise spectrum of recorrupted pairs; most methods: nothing);
+* :meth:`DenoisingMethod.fitted_to` - the method with what it learns from the tomogram (or each
+  of several tomograms, for one model fitted on all) before training (the noise spectrum of
+  recorrupted pairs; most methods: nothing);
 * :meth:`~DenoisingMethod.patching` and :meth:`~DenoisingMethod.training_pairing` - the MONAI
   transforms that make training pairs of one tomogram;
 * :meth:`~DenoisingMethod.sampler`, :meth:`~DenoisingMethod.inferer` and
@@ -114,9 +115,12 @@ class DenoisingMethod:
         return [f.name for f in dataclasses.fields(cls) if f.name not in cls.fitted_fields]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values and tensors (``torch.load(weights_only=True)`` reads them): ``{"name", settings..., fitted...}``."""
+        """Plain values and tensors (``torch.load(weights_only=True)`` reads them): ``{"name", settings..., fitted...}``
+        (fields declared with ``metadata={"recorded": False}``, which only a live run needs, left out)."""
         out: dict[str, Any] = {"name": self.name}
         for f in dataclasses.fields(self):
+            if not f.metadata.get("recorded", True):
+                continue
             value = getattr(self, f.name)
             out[f.name] = value.state_dict() if hasattr(value, "state_dict") else (list(value) if isinstance(value, tuple) else value)
         return out
@@ -134,8 +138,19 @@ class DenoisingMethod:
 
     # ------------------------------------------------------------------ before training
     def fitted_to(self, source, seed: int = 0) -> DenoisingMethod:
-        """The method with what it learns from ``source`` (a :class:`~cet_monai.engines.TomogramSource`) before training."""
+        """The method with what it learns from ``source`` before training: a
+        :class:`~cet_monai.engines.TomogramSource`, or a :class:`~cet_monai.engines.TomogramCollection`
+        for one model fitted on several tomograms (refused by :meth:`check_several_tomograms`
+        where the method cannot do that). Most methods learn nothing."""
+        if holds_several_tomograms(source):
+            self.check_several_tomograms()
         return self
+
+    def check_several_tomograms(self) -> None:
+        """Raise :class:`~cet_monai.errors.CetMonaiError` (one line, naming the way out) when one
+        model of this method, with these settings, cannot be fitted on several tomograms (its
+        pairing or inference needs one whole tomogram). Nothing by default: patches and windows
+        are drawn from whichever tomogram they come from."""
 
     def write_diagnostics(self, output_dir, source) -> list:
         """Write what the run's folder should show about the fitted method (pictures); returns the
@@ -209,6 +224,13 @@ class DenoisingMethod:
         from monai.inferers import SlidingWindowInferer
 
         return SlidingWindowInferer(roi_size=list(self.patch_size), sw_batch_size=4, overlap=0.25, mode="gaussian")
+
+
+def holds_several_tomograms(source) -> bool:
+    """Whether ``source`` holds several tomograms (a :class:`~cet_monai.engines.TomogramCollection`)."""
+    from cet_monai.engines.data import TomogramCollection
+
+    return isinstance(source, TomogramCollection)
 
 
 def method_from_dict(state: Mapping) -> DenoisingMethod:

@@ -120,6 +120,15 @@ class FourierMasks(DenoisingMethod):
         return {"keep_prob": self.keep_prob, "flip_prob": self.flip_prob, "block_scale": self.block_scale,
                 "tilt_range_deg": self.tilt_range, "shared_lowpass": self.shared_lowpass}
 
+    def check_several_tomograms(self) -> None:
+        """A pool (``sampling pool``, or ``split`` on ``tomogram``) holds masked copies of one whole
+        tomogram and is inferred from whole-tomogram versions: one tomogram only."""
+        if self.uses_pool:
+            what, way = (("split on tomogram", "--set split_on=patch (its default)") if self.sampling == "split"
+                         else (f"sampling {self.sampling}", "--sampling split (per patch, its default) or patch"))
+            raise CetMonaiError(f"the Fourier method with {what} draws its pairs from masked copies of one whole tomogram, so it "
+                                f"cannot fit one model on several: use {way}, or leave out --shared-model")
+
     # ------------------------------------------------------------------ training pairs
     @property
     def patch_margin(self) -> int:

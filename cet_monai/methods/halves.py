@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cet_monai.errors import CetMonaiError
 from cet_monai.methods.base import DenoisingMethod, register_method
 
 __all__ = ["EvenOddHalves"]
@@ -35,6 +36,9 @@ class EvenOddHalves(DenoisingMethod):
     @property
     def patch_keys(self) -> tuple[str, ...]:
         return ("image", "label")  # the source's items hold both halves
+
+    def check_several_tomograms(self) -> None:
+        raise CetMonaiError("even/odd Noise2Noise pairs the two halves of one tomogram: it fits one model on one tomogram only")
 
     def training_pairing(self, source=None, seed: int = 0):
         from cet_monai.transforms.swap import RandSwapKeysd

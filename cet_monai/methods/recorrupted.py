@@ -6,6 +6,15 @@ The tomogram's noise power spectrum P(k) is estimated from the tomogram itself
 (:class:`~cet_monai.transforms.RandRecorruptedPaird`), so input and target hold the same signal
 with independent noise at every frequency. Inference averages the network over K draws of
 ``y + a z`` per sliding window (:class:`~cet_monai.inferers.samplers.RecorruptedSampler`).
+
+One model on several tomograms (a :class:`~cet_monai.engines.TomogramCollection`): each
+tomogram's patches are paired with noise of ITS OWN spectrum, estimated from it
+(:meth:`RecorruptedPairs.fitted_to`; :class:`~cet_monai.transforms.SelectNoiseSpectrumd` hands
+each item its tomogram's), and inference estimates the spectrum of each tomogram it denoises
+in the same way (:class:`~cet_monai.inferers.PerTomogramInferer`). Those spectra are not stored
+in the checkpoints (up to 16 MiB each, for any number of tomograms): the record keeps the
+estimator's seed, and the estimator is deterministic, so a tomogram of the training set is
+denoised with the very spectrum it was trained with, and any other with its own.
 """
 
 from __future__ import annotations
@@ -36,7 +45,12 @@ class RecorruptedPairs(DenoisingMethod):
             noise that patch holds where noise dominates (the spectrum's shape is global, its
             strength local: noise varies across a lamella with its thickness). Default on.
         spectrum: the estimated :class:`~cet_monai.noise_spectrum.NoiseSpectrum`; set by
-            :meth:`fitted_to` (``None`` before).
+            :meth:`fitted_to` (``None`` before, and for several tomograms).
+        spectrum_seed: set by :meth:`fitted_to` when fitted on several tomograms: each one's
+            spectrum is estimated from it, with this seed, in training and again at inference
+            (``None`` for one tomogram: its spectrum is ``spectrum``).
+        spectra: the spectra of the tomograms fitted on (in the order of the collection's
+            sources); a live run's, never recorded.
         patch_size, margin, pairs_per_patch, versions, passes, flip_versions: see
             :class:`DenoisingMethod` (``versions``: K noise draws per window at inference;
             ``flip_versions`` on by default here: each draw also goes through the network in its
@@ -44,7 +58,7 @@ class RecorruptedPairs(DenoisingMethod):
     """
 
     name = "recorrupted"
-    fitted_fields = ("spectrum",)
+    fitted_fields = ("spectrum", "spectrum_seed", "spectra")
     # checkpoints written before these settings existed were trained without them
     # (2026-12-03: both became the default after the benchmark table; docs/benchmarks.md)
     absent_in_old_records = {"spectrum_equalize_levels": False, "local_noise_level": False, "flip_versions": False}
@@ -56,6 +70,8 @@ class RecorruptedPairs(DenoisingMethod):
     local_noise_level: bool = True
     flip_versions: bool = True
     spectrum: Any = field(default=None, compare=False, repr=False)
+    spectrum_seed: int | None = None
+    spectra: tuple = field(default=(), compare=False, repr=False, metadata={"recorded": False})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,41 +86,88 @@ class RecorruptedPairs(DenoisingMethod):
         for name in ("spectrum_equalize_levels", "local_noise_level"):
             if not isinstance(getattr(self, name), bool):
                 raise CetMonaiError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.spectrum_seed is not None:
+            object.__setattr__(self, "spectrum_seed", int(self.spectrum_seed))
+        object.__setattr__(self, "spectra", tuple(self.spectra))
         if self.spectrum is not None and isinstance(self.spectrum, dict):
             from cet_monai.noise_spectrum import NoiseSpectrum
 
             object.__setattr__(self, "spectrum", NoiseSpectrum.from_state_dict(self.spectrum))
 
-    def fitted_to(self, source, seed: int = 0) -> RecorruptedPairs:
-        """The method with the noise spectrum of ``source.image`` (kept if already estimated)."""
-        if self.spectrum is not None:
-            return self
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.spectrum_seed is None:
+            del out["spectrum_seed"]  # one tomogram: the record is what it always was
+        return out
+
+    @property
+    def per_tomogram(self) -> bool:
+        """Fitted on several tomograms: each has its own spectrum, estimated from it."""
+        return self.spectrum_seed is not None
+
+    def estimate_spectrum(self, image, seed: int = 0):
+        """The noise spectrum of one normalised ``(1, Z, Y, X)`` (or ``(Z, Y, X)``) tomogram, with
+        this method's estimator settings (:func:`~cet_monai.noise_spectrum.estimate_noise_spectrum`)."""
         from cet_monai.noise_spectrum import estimate_noise_spectrum
 
-        spectrum = estimate_noise_spectrum(source.image, block=self.spectrum_block, quantile=self.spectrum_quantile, seed=seed,
-                                          equalize_levels=self.spectrum_equalize_levels)
-        return dataclasses.replace(self, spectrum=spectrum)
+        return estimate_noise_spectrum(image, block=self.spectrum_block, quantile=self.spectrum_quantile, seed=int(seed),
+                                       equalize_levels=self.spectrum_equalize_levels)
+
+    def fitted_to(self, source, seed: int = 0) -> RecorruptedPairs:
+        """The method with the noise spectrum of ``source.image`` (kept if already estimated), or
+        for several tomograms (a :class:`~cet_monai.engines.TomogramCollection`) with each one's own
+        (:attr:`spectra`, in the order of its sources; :attr:`spectrum_seed` records the seed)."""
+        from cet_monai.methods.base import holds_several_tomograms
+
+        if holds_several_tomograms(source):
+            seed = seed if self.spectrum_seed is None else self.spectrum_seed
+            return dataclasses.replace(self, spectrum=None, spectrum_seed=int(seed),
+                                       spectra=tuple(self.estimate_spectrum(s.image, seed) for s in source.sources))
+        if self.spectrum is not None:
+            return self
+        return dataclasses.replace(self, spectrum=self.estimate_spectrum(source.image, seed))
+
+    def with_spectrum(self, spectrum) -> RecorruptedPairs:
+        """The one-tomogram method with ``spectrum`` (e.g. one of :attr:`spectra`), same settings."""
+        return dataclasses.replace(self, spectrum=spectrum, spectrum_seed=None, spectra=())
 
     def write_diagnostics(self, output_dir, source) -> list:
         """``noise_spectrum.png``: the radial profile of the estimated spectrum (beside the true
-        noise's when ``source`` has a clean reference)."""
+        noise's when ``source`` has a clean reference); for several tomograms one
+        ``noise_spectrum_<tomogram>.png`` each."""
         import os
 
+        from cet_monai.engines import volume_stem
         from cet_monai.visualize import save_noise_spectrum_plot
 
+        if self.per_tomogram:
+            return [save_noise_spectrum_plot(os.path.join(output_dir, f"noise_spectrum_{volume_stem(name)}.png"), spectrum)
+                    for name, spectrum in zip(source.names, self.spectra)]
         return [save_noise_spectrum_plot(os.path.join(output_dir, "noise_spectrum.png"), self._spectrum(),
                                          reference=source.noise_reference())]
 
     def _spectrum(self):
+        if self.per_tomogram:
+            raise CetMonaiError("fitted on several tomograms, the recorrupted method has one spectrum per tomogram: "
+                                "use with_spectrum(spectrum), or inferer(), which estimates each tomogram's")
         if self.spectrum is None:
             raise CetMonaiError("the recorrupted method needs its noise spectrum: call fitted_to(source) first")
         return self.spectrum
 
     def training_pairing(self, source=None, seed: int = 0):
-        from cet_monai.transforms import RandRecorruptedPaird
+        """Recorrupted pairs with the tomogram's spectrum; for several tomograms, each item's own
+        (:class:`~cet_monai.transforms.SelectNoiseSpectrumd` by its ``tomogram_index``, then the
+        pairing, which reads it from the item)."""
+        from monai.transforms import Compose
 
-        return RandRecorruptedPaird(keys="image", label_key="label", spectrum=self._spectrum(), alpha=self.alpha,
-                                    num_samples=self.pairs_per_patch, local_level=self.local_noise_level)
+        from cet_monai.transforms import RandRecorruptedPaird, SelectNoiseSpectrumd
+
+        options = {"alpha": self.alpha, "num_samples": self.pairs_per_patch, "local_level": self.local_noise_level}
+        if self.per_tomogram:
+            if not self.spectra:
+                raise CetMonaiError("the recorrupted method needs the spectra of its tomograms: call fitted_to(collection) first")
+            return Compose([SelectNoiseSpectrumd(self.spectra), RandRecorruptedPaird(keys="image", label_key="label", **options)])
+        return RandRecorruptedPaird(keys="image", label_key="label", spectrum=self._spectrum(), **options)
 
     def sampler(self, num_versions: int | None = None):
         from cet_monai.inferers.samplers import RecorruptedSampler
@@ -114,3 +177,26 @@ class RecorruptedPairs(DenoisingMethod):
 
     def validation_versions(self) -> int:
         return 2  # fewer draws while training: validation only ranks the networks
+
+    def reference_inferer(self):
+        """As :meth:`DenoisingMethod.reference_inferer`; several tomograms: with the first one's
+        spectrum (the training previews show the first tomogram,
+        :meth:`~cet_monai.engines.TomogramCollection.central_crop`)."""
+        if self.per_tomogram and self.spectra:
+            return self.with_spectrum(self.spectra[0]).reference_inferer()
+        return super().reference_inferer()
+
+    def inferer(self, **options):
+        """As :meth:`DenoisingMethod.inferer`; fitted on several tomograms: a
+        :class:`~cet_monai.inferers.PerTomogramInferer` that estimates the noise spectrum of each
+        tomogram it denoises (with :attr:`spectrum_seed`, as in training) and runs this
+        inferer with it."""
+        if not self.per_tomogram:
+            return super().inferer(**options)
+        from cet_monai.inferers import PerTomogramInferer
+        from cet_monai.methods.base import check_std_predictions
+
+        if options.get("return_std"):
+            passes = self.passes if options.get("passes") is None else int(options["passes"])
+            check_std_predictions(self.versions if options.get("versions") is None else int(options["versions"]), passes)
+        return PerTomogramInferer(lambda tomogram: self.with_spectrum(self.estimate_spectrum(tomogram, self.spectrum_seed)).inferer(**options))

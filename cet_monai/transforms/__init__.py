@@ -8,7 +8,8 @@
   :func:`combine_split_predictions`.
 * Recorrupted pairs (Noise2Noise from one tomogram and its noise spectrum, the default):
   :class:`RandRecorruptedPair`, :class:`RandRecorruptedPaird`, :func:`colored_noise`, with
-  :mod:`cet_monai.noise_spectrum`.
+  :mod:`cet_monai.noise_spectrum`; :class:`SelectNoiseSpectrumd` gives each item of several
+  tomograms its own tomogram's spectrum.
 * Shared: :class:`RandTomogramPatchd` (even patch coverage, specimen mask, margins) and
   :class:`RandWedgeFlipd` (wedge-preserving flips).
 
@@ -40,9 +41,9 @@ from .fourier import (
     split_scales,
     split_weights,
 )
-from .patches import PATCH_MARGIN_KEY, PATCH_SIZE_KEY, PATCH_START_KEY, RandTomogramPatchd, tiling_positions
+from .patches import PATCH_MARGIN_KEY, PATCH_SIZE_KEY, PATCH_START_KEY, TOMOGRAM_INDEX_KEY, RandTomogramPatchd, tiling_positions
 from .pool import FourierSamplePool
-from .recorrupt import RandRecorruptedPair, RandRecorruptedPaird, colored_noise
+from .recorrupt import RandRecorruptedPair, RandRecorruptedPaird, SelectNoiseSpectrumd, colored_noise
 from .spatial import RandWedgeFlipd
 from ._utils import hermitian_symmetrize, is_hermitian_consistent
 
@@ -69,12 +70,14 @@ __all__ = [
     "FourierSamplePool",
     "RandRecorruptedPair",
     "RandRecorruptedPaird",
+    "SelectNoiseSpectrumd",
     "colored_noise",
     "RandTomogramPatchd",
     "tiling_positions",
     "PATCH_START_KEY",
     "PATCH_MARGIN_KEY",
     "PATCH_SIZE_KEY",
+    "TOMOGRAM_INDEX_KEY",
     "RandWedgeFlipd",
     "hermitian_symmetrize",
     "is_hermitian_consistent",

@@ -34,11 +34,14 @@ from monai.utils import TraceKeys, TransformBackends
 
 from ._utils import spatial_shape_argument, spatial_tuple, wrap_like
 
-__all__ = ["RandTomogramPatchd", "tiling_positions", "PATCH_START_KEY", "PATCH_MARGIN_KEY", "PATCH_SIZE_KEY"]
+__all__ = ["RandTomogramPatchd", "tiling_positions", "PATCH_START_KEY", "PATCH_MARGIN_KEY", "PATCH_SIZE_KEY", "TOMOGRAM_INDEX_KEY"]
 
 PATCH_START_KEY = "patch_start"
 PATCH_MARGIN_KEY = "patch_margin"
 PATCH_SIZE_KEY = "patch_size"
+#: item key of the tomogram an item comes from, when a data source holds several
+#: (:class:`~cet_monai.engines.TomogramCollection`): an int, the tomogram's position in it
+TOMOGRAM_INDEX_KEY = "tomogram_index"
 
 
 def _axis_positions(rng: np.random.RandomState, length: int, patch: int, min_overlap: float) -> np.ndarray:
@@ -96,6 +99,10 @@ class RandTomogramPatchd(Randomizable, MapTransform, InvertibleTransform, MultiS
         min_overlap: smallest mean overlap between neighbouring patches, as a fraction of the
             patch (sets how many patches per axis a tiling has; more overlap, more positional
             variety).
+        tiling_key: item key naming the volume an item comes from (an int, e.g. the tomogram's
+            index in a :class:`~cet_monai.engines.TomogramCollection`): each volume keeps its
+            own tiling, so items of several tomograms taken in turn still cover each one evenly.
+            Items without the key share one tiling.
 
     Returns a list of ``num_samples`` dicts, copies of the input with each key replaced by its
     patch ``(C, Z+2m, Y+2m, X+2m)`` (a MetaTensor when metadata is tracked, affine moved to the
@@ -107,7 +114,8 @@ class RandTomogramPatchd(Randomizable, MapTransform, InvertibleTransform, MultiS
 
     plus ``meta["patch_index"]`` (position in the returned list). The mask key, if any, is
     dropped from the outputs. The tiling state lives in the transform (each DataLoader worker
-    keeps its own); all randomness comes from ``self.R``.
+    keeps its own; :meth:`state_dict` / :meth:`load_state_dict` hold it for checkpoints); all
+    randomness comes from ``self.R``.
 
     When metadata is tracked each patch records the crop in its ``applied_operations``, so
     ``inverse`` (and MONAI's ``Invertd``) puts a patch back where it came from: a ``(C, Z, Y, X)``
@@ -127,6 +135,7 @@ class RandTomogramPatchd(Randomizable, MapTransform, InvertibleTransform, MultiS
         min_mask_fraction: float = 0.5,
         min_overlap: float = 0.25,
         pad_mode: str = "reflect",
+        tiling_key: str | None = TOMOGRAM_INDEX_KEY,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -143,13 +152,47 @@ class RandTomogramPatchd(Randomizable, MapTransform, InvertibleTransform, MultiS
         self.min_mask_fraction = float(min_mask_fraction)
         self.min_overlap = float(min_overlap)
         self.pad_mode = pad_mode
-        self._queue: list[np.ndarray] = []
-        self._queue_shape: tuple | None = None
+        self.tiling_key = tiling_key
+        #: volume (the item's ``tiling_key`` value; ``None`` without one) -> [spatial shape, positions left in its tiling]
+        self._tilings: dict = {}
+        self._volume = None  # whose tiling :meth:`randomize` draws from
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
         super().set_random_state(seed, state)
-        self._queue = []  # a reseeded sampler starts a fresh tiling
+        self._tilings = {}  # a reseeded sampler starts fresh tilings
         return self
+
+    # ---- checkpoint state (:class:`~cet_monai.engines.RandomStates`)
+
+    @staticmethod
+    def _pack(shape, queue) -> dict:
+        return {"queue": torch.as_tensor(np.asarray(queue, dtype=np.int64).reshape(-1, 3)),
+                "queue_shape": torch.as_tensor(() if shape is None else shape, dtype=torch.int64)}
+
+    @staticmethod
+    def _unpack(state) -> list:
+        shape = tuple(int(v) for v in state["queue_shape"])
+        return [shape or None, [q.numpy().astype(np.int64) for q in state["queue"]]]
+
+    def state_dict(self) -> dict:
+        """The positions left in each volume's tiling, as tensors: ``queue`` and ``queue_shape``
+        for items without a tiling key (one tomogram), and per keyed volume ``volumes`` (their
+        keys), ``volume_queues`` and ``volume_shapes``."""
+        state = self._pack(*self._tilings.get(None, (None, [])))
+        keyed = sorted(k for k in self._tilings if k is not None)
+        if keyed:
+            state["volumes"] = torch.as_tensor(keyed, dtype=torch.int64)
+            packed = [self._pack(*self._tilings[k]) for k in keyed]
+            state["volume_queues"] = [p["queue"] for p in packed]
+            state["volume_shapes"] = [p["queue_shape"] for p in packed]
+        return state
+
+    def load_state_dict(self, state) -> None:
+        self._tilings = {}
+        if len(state.get("queue", ())) or len(state.get("queue_shape", ())):
+            self._tilings[None] = self._unpack(state)
+        for key, queue, shape in zip(state.get("volumes", ()), state.get("volume_queues", ()), state.get("volume_shapes", ())):
+            self._tilings[int(key)] = self._unpack({"queue": queue, "queue_shape": shape})
 
     # ---- positions
 
@@ -182,13 +225,14 @@ class RandTomogramPatchd(Randomizable, MapTransform, InvertibleTransform, MultiS
             raise TypeError(f"{type(self).__name__}.randomize takes (spatial shape, mask or None), got {type(data).__name__}")
         shape, mask = data
         shape = spatial_shape_argument(shape, type(self).__name__)
-        if self._queue_shape != shape:
-            self._queue, self._queue_shape = [], shape
+        tiling = self._tilings.setdefault(self._volume, [None, []])
+        if tiling[0] != shape:
+            tiling[:] = [shape, []]
         self._positions = []
         for _ in range(self.num_samples):
-            if not self._queue:
-                self._queue = self._new_tiling(shape, mask)
-            self._positions.append(self._queue.pop())
+            if not tiling[1]:
+                tiling[1] = self._new_tiling(shape, mask)
+            self._positions.append(tiling[1].pop())
 
     # ---- reading
 
@@ -232,6 +276,8 @@ class RandTomogramPatchd(Randomizable, MapTransform, InvertibleTransform, MultiS
         mask = d.get(self.mask_key) if self.mask_key is not None else None
         if self.mask_key is not None and mask is None:
             raise KeyError(f"mask key {self.mask_key!r} is not in the data.")
+        volume = d.get(self.tiling_key) if self.tiling_key is not None else None
+        self._volume = None if volume is None else int(volume)
         self.randomize((shape, mask))
         others = {k: v for k, v in d.items() if k not in keys and k != self.mask_key}
         out = []

@@ -32,15 +32,16 @@ from typing import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms import MapTransform, RandomizableTransform, Transform
 from monai.transforms.traits import MultiSampleTrait
 from monai.utils import TransformBackends
 
 from cet_monai.noise_spectrum import NOISE_SPECTRUM_KEY, NoiseSpectrum, local_noise_level
 
 from ._utils import get_meta_value, pair_items, spatial_tuple, to_tensor, wrap_like
+from .patches import TOMOGRAM_INDEX_KEY
 
-__all__ = ["colored_noise", "RandRecorruptedPair", "RandRecorruptedPaird"]
+__all__ = ["colored_noise", "RandRecorruptedPair", "RandRecorruptedPaird", "SelectNoiseSpectrumd"]
 
 
 def colored_noise(white: torch.Tensor, spectrum: NoiseSpectrum) -> torch.Tensor:
@@ -215,3 +216,32 @@ class RandRecorruptedPaird(RandomizableTransform, MapTransform, MultiSampleTrait
             self.pairer._do_transform = False
             pairs = self.pairer(d[key], margin=margin, spectrum=spectrum, randomize=False)
         return pair_items(d, key, self.label_key, pairs, drop=(self.spectrum_key,))
+
+
+class SelectNoiseSpectrumd(Transform):
+    """Give an item of one of several tomograms that tomogram's own noise spectrum.
+
+    Sets ``d[spectrum_key] = spectra[d[index_key]]`` (the same object, not a copy: a spectrum
+    holds up to 16 MiB and its cached amplitudes), for :class:`RandRecorruptedPaird` built
+    without a spectrum of its own, which reads it there and drops it from the pairs. Placed
+    after the patching (which copies everything an item holds into every patch).
+
+    Args:
+        spectra: one :class:`~cet_monai.noise_spectrum.NoiseSpectrum` per tomogram, in the order
+            of the data source's tomograms.
+        index_key: item key of the tomogram's index (as :class:`~cet_monai.engines.TomogramCollection` writes it).
+        spectrum_key: where the spectrum goes.
+    """
+
+    def __init__(self, spectra: Sequence[NoiseSpectrum], index_key: str = TOMOGRAM_INDEX_KEY,
+                 spectrum_key: str = NOISE_SPECTRUM_KEY) -> None:
+        self.spectra = list(spectra)
+        self.index_key = index_key
+        self.spectrum_key = spectrum_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        if self.index_key not in d:
+            raise KeyError(f"SelectNoiseSpectrumd: the item has no {self.index_key!r} (which tomogram it comes from)")
+        d[self.spectrum_key] = self.spectra[int(d[self.index_key])]
+        return d
