@@ -59,3 +59,25 @@ def test_finish_distributed_leaves_the_group_after_a_barrier(tmp_path, monkeypat
     monkeypatch.setattr(dist, "barrier", lambda *a, **k: (calls.append("barrier"), barrier(*a, **k))[1])
     finish_distributed()
     assert calls == ["barrier"] and not dist.is_initialized()
+
+
+def test_finish_distributed_makes_the_ddp_wrapper_let_go_of_the_group(tmp_path):
+    """The wrapper the bundle keeps must not hold the group until interpreter exit (joining the
+    group's gloo threads then aborted a rank now and then): after finish_distributed it holds
+    neither its reducer nor the group, and the group object is gone."""
+    import weakref
+
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from cet_monai.engines import finish_distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    ddp = DistributedDataParallel(torch.nn.Linear(3, 2))
+    ddp(torch.randn(4, 3)).sum().backward()  # the reducer has worked on the group
+    group = weakref.ref(ddp.process_group)
+    finish_distributed(ddp, torch.nn.Linear(1, 1))  # other modules are left alone
+    assert not dist.is_initialized()
+    assert not any(name in ddp.__dict__ for name in ("reducer", "logger", "process_group"))
+    assert group() is None
