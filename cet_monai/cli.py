@@ -120,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         best Gaussian filter (sigma chosen separately for each metric) and the denoised one
         against the clean reconstruction. Writes the volumes, a figure of orthogonal slices and
         a Markdown report into the output folder. Training takes 1200 iterations of the small
-        network, in bfloat16 on CPUs that compute it natively (measured: fit + denoise in 182-200 s
-        on 2 quiet CPU cores that do); measured
-        quality and times are in docs/denoising.md and docs/benchmarks.md."""))
+        network, in bfloat16 on CPUs that compute it natively (measured: fit + denoise in 114 s
+        on 2 quiet cores of an AMD EPYC, 180-202 s on 2 of an Intel Xeon); measured quality and
+        times are in docs/denoising.md and docs/benchmarks.md."""))
     p.add_argument("-o", "--output", default="demo_output", help="output folder (default demo_output)")
     p.add_argument("--overwrite", action="store_true", help="replace files from an earlier demo in the folder")
     p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"), help="simulated volume size")
