@@ -37,8 +37,8 @@ def finish_distributed(*modules: torch.nn.Module) -> None:
     Without the barrier a rank with less to do at the end (no final checkpoint to write) tore
     its gloo connections down while rank 0 still held its side, and about one run in six aborted
     at exit ("terminate called without an active exception", SIGABRT) after a complete training.
-    With the barrier alone the same abort still came, rarely (2 of about 30 runs, on a machine
-    running five jobs on two cores): ``destroy_process_group`` only drops the references
+    With the barrier alone the same abort still came, rarely (2 of 36 runs of the gloo tests, on
+    a machine running five jobs on two cores): ``destroy_process_group`` only drops the references
     ``torch.distributed`` holds, and the DDP wrapper the bundle keeps held the group until
     interpreter finalization, where joining its threads aborts (pytorch/pytorch#179291 describes
     it). Does nothing outside a process group but the release.
