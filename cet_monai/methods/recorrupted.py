@@ -54,7 +54,7 @@ class RecorruptedPairs(DenoisingMethod):
         patch_size, margin, pairs_per_patch, versions, passes, flip_versions: see
             :class:`DenoisingMethod` (``versions``: K noise draws per window at inference;
             ``flip_versions`` on by default here: each draw also goes through the network in its
-            own wedge-keeping flip: +0.06 to +0.37 dB on nine networks at the same cost, docs/denoising.md).
+            own wedge-keeping flip: +0.06 to +0.57 dB on sixteen networks at the same cost, docs/denoising.md).
     """
 
     name = "recorrupted"
