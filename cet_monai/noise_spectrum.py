@@ -64,10 +64,14 @@ __all__ = [
     "EstimateNoiseSpectrum",
     "EstimateNoiseSpectrumd",
     "NOISE_SPECTRUM_KEY",
+    "FINE_SIZE",
 ]
 
 #: metadata key under which :class:`EstimateNoiseSpectrumd` stores the estimate
 NOISE_SPECTRUM_KEY = "noise_spectrum"
+#: default edge (voxels) of the central crop whose smoothed periodogram gives the spectrum's fine
+#: structure; the stored spectrum has at most this many frequencies per axis (float64: up to 16 MiB)
+FINE_SIZE = 128
 
 
 class NoiseSpectrum:
@@ -216,7 +220,7 @@ def estimate_noise_spectrum(
     max_blocks: int = 1024,
     spread_tolerance: float = 1.25,
     low_frequency_exponent: float = 1.0,
-    fine_size: int = 128,
+    fine_size: int = FINE_SIZE,
     seed: int = 0,
     equalize_levels: bool = False,
 ) -> NoiseSpectrum:
@@ -431,7 +435,7 @@ class EstimateNoiseSpectrum(Transform):
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, block: int = 32, quantile: float = 0.2, max_blocks: int = 1024, spread_tolerance: float = 1.25,
-                 low_frequency_exponent: float = 1.0, fine_size: int = 128, seed: int = 0, equalize_levels: bool = False) -> None:
+                 low_frequency_exponent: float = 1.0, fine_size: int = FINE_SIZE, seed: int = 0, equalize_levels: bool = False) -> None:
         self.kwargs = {"block": block, "quantile": quantile, "max_blocks": max_blocks, "spread_tolerance": spread_tolerance,
                        "low_frequency_exponent": low_frequency_exponent, "fine_size": fine_size, "seed": seed,
                        "equalize_levels": bool(equalize_levels)}

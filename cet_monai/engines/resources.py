@@ -98,17 +98,13 @@ def estimate_shared_training(shapes, world_size: int = 1) -> int:
     frequencies per axis: up to 16 MiB). The held-out regions share one bounded validation budget.
     A model from these sizes, not a measurement; inference, after the fit, is
     :func:`estimate_run` for each tomogram."""
-    import inspect
-
-    from cet_monai.noise_spectrum import estimate_noise_spectrum
+    from cet_monai.noise_spectrum import FINE_SIZE
 
     from .batch import share
 
-    fine = int(inspect.signature(estimate_noise_spectrum).parameters["fine_size"].default)
-
     def held(shape) -> int:
         voxels = math.prod(int(s) for s in shape)
-        return 4 * voxels + 8 * math.prod(min(int(s), fine) for s in shape)
+        return 4 * voxels + 8 * math.prod(min(int(s), FINE_SIZE) for s in shape)
 
     shapes = list(shapes)
     world_size = max(1, min(int(world_size), len(shapes)))
