@@ -53,6 +53,7 @@ from monai.utils import TransformBackends
 from scipy import ndimage
 
 from cet_monai.errors import CetMonaiError
+from cet_monai.io.utils import release_pages
 
 __all__ = [
     "NoiseSpectrum",
@@ -177,6 +178,7 @@ def _cube_spectra(volume: np.ndarray, starts: np.ndarray, block: Sequence[int]) 
     spectra = np.empty((len(starts), bz, by, bx), dtype=np.float32)
     for i, (z, y, x) in enumerate(starts):
         cube = np.asarray(volume[z : z + bz, y : y + by, x : x + bx], dtype=np.float64)
+        release_pages(volume)  # a memory-mapped tomogram is not made resident cube by cube
         cube = (cube - cube.mean()) * window
         power = np.abs(np.fft.fftn(cube)) ** 2 / norm
         # averaging the 27 neighbouring frequencies (periodic in frequency) lowers the spread

@@ -167,17 +167,25 @@ class TomogramNormalizer:
 
     __call__ = transform
 
-    def transform_slabwise(self, volume) -> np.ndarray:
-        """:meth:`transform` of a ``(Z, Y, X)`` volume into a new float32 array, one Z slab at a
+    def transform_slabwise(self, volume, out: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`transform` of a ``(Z, Y, X)`` volume into a float32 array, one Z slab at a
         time: the same values, but a memory-mapped input is never resident whole (its pages are
-        released after each slab) and no float64 or unclipped copy of the whole volume is made."""
+        released after each slab) and no float64 or unclipped copy of the whole volume is made.
+
+        ``out``: a float32 array of the volume's shape to write into (e.g. a disk-backed
+        :func:`~cet_monai.io.utils.disk_array`, whose pages are released after each slab too);
+        default a new array in memory. Returns ``out``."""
         from cet_monai.io.utils import iter_slabs, release_pages
 
         self._check_fitted()
-        out = np.empty(np.shape(volume), dtype=np.float32)
+        if out is None:
+            out = np.empty(np.shape(volume), dtype=np.float32)
+        elif tuple(out.shape) != tuple(np.shape(volume)) or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 of shape {tuple(np.shape(volume))}, got {out.dtype} {tuple(out.shape)}")
         for sl in iter_slabs(out.shape):
             out[sl] = self.transform(volume[sl])
             release_pages(volume)
+            release_pages(out)
         return out
 
     def fit_transform(self, volume):

@@ -8,19 +8,22 @@ from cet_monai.engines.resources import GIB, check_resources, estimate_run
 from cet_monai.errors import OptionError
 
 
-def test_memory_grows_with_the_tomogram_and_stitching_is_bounded_by_a_slab():
+def test_memory_is_bounded_above_one_slab_and_the_large_copies_go_to_scratch_disk():
     small, large = estimate_run((100, 512, 512)), estimate_run((1000, 512, 512))
     assert small.slabs == 1 and large.slabs > 4  # 26 M voxels fit one slab of 64 M; 262 M do not
-    assert large.memory > small.memory
-    # above one slab the stitching no longer grows: only the 4 bytes per voxel of the normalised copy do
+    # the small tomogram's normalised copy is in RAM: 4 bytes per voxel on top of the constant
+    assert small.memory >= resources.BASE_BYTES + 4 * 100 * 512 * 512 and small.scratch_disk == 0
+    # above 64 M voxels neither the normalised copy (on disk) nor the stitching (one slab) grows
     huge = estimate_run((2000, 512, 512))
     from cet_monai.inferers.streaming import DEFAULT_SLAB_VOXELS
 
-    growth = huge.memory - large.memory
-    assert abs(growth - 4 * 1000 * 512 * 512) <= 12 * DEFAULT_SLAB_VOXELS // 4  # slabs of a similar depth, not more
-    assert large.scratch_disk == 4 * 1000 * 512 * 512 and small.scratch_disk == 0
+    assert abs(huge.memory - large.memory) <= 12 * DEFAULT_SLAB_VOXELS // 4  # slabs of a similar depth, not more
+    assert large.memory < resources.BASE_BYTES + 4 * 1000 * 512 * 512
+    # scratch: the normalised copy and the slabbed result, 4 bytes per voxel each
+    assert large.scratch_disk == 2 * 4 * 1000 * 512 * 512 and huge.scratch_disk == 2 * large.scratch_disk
     with_std = estimate_run((1000, 512, 512), save_std=True)
     assert with_std.output_disk == 2 * large.output_disk and with_std.memory > large.memory
+    assert with_std.scratch_disk == 3 * 4 * 1000 * 512 * 512
 
 
 def test_outputs_that_do_not_fit_are_refused_before_any_work(tmp_path, monkeypatch):

@@ -140,3 +140,65 @@ def test_predict_with_slabs_writes_what_the_in_memory_path_writes(tmp_path):
 def test_slab_inferer_refuses_batches(bad):
     with pytest.raises(ValueError, match="one tomogram"):
         SlabInferer(_window_inferer(), slab_voxels=100)(torch.zeros(bad, 1, 8, 8, 8), torch.nn.Identity())
+
+
+def test_release_pages_finds_a_disk_array_from_a_torch_view_of_it():
+    """Training and inference read the normalised tomogram as a torch tensor made with
+    ``torch.from_numpy``, which keeps no link to the memmap: the map is found from its address."""
+    a = disk_array((64, 256, 256))  # 16 MiB
+    a[:] = 2.0
+    release_pages(a)
+    view = torch.from_numpy(a)[None][:, 8:]
+    before = _rss_kib()
+    assert float(view.sum()) == 2.0 * 56 * 256 * 256  # reading makes the pages resident
+    assert _rss_kib() - before > 12 * 1024
+    assert release_pages(view[:, :, 100:])
+    assert _rss_kib() - before < 4 * 1024
+    assert float(a[-1, -1, -1]) == 2.0
+    assert not release_pages(torch.zeros(4)) and not release_pages(torch.from_numpy(np.zeros(4)))
+
+
+def test_a_normalised_copy_on_disk_trains_and_denoises_like_one_in_memory(tmp_path, monkeypatch):
+    """Above DISK_COPY_VOXELS the normalised copy is a disk-backed map (tomograms larger than RAM):
+    same values, bit-identical training and output, and the pages a patch read touched are given back."""
+    from cet_monai.data import simulate_tomogram
+    from cet_monai.engines import data as engine_data
+    from cet_monai.engines import latest_checkpoint
+    from cet_monai.io.utils import _mmap_of
+    from cet_monai.transforms import RandTomogramPatchd
+    from cet_monai.workflows import predict, train
+
+    tomo = tmp_path / "t.mrc"
+    write_volume(tomo, simulate_tomogram(shape=(40, 32, 32), snr=0.05, seed=2).noisy.astype(np.float32), voxel_size=10.0)
+    ram = engine_data.TomogramSource(str(tomo))
+    disk = engine_data.TomogramSource(str(tomo), on_disk=True)
+    assert _mmap_of(ram.image) is None and _mmap_of(disk.image) is not None and _mmap_of(disk.training_region()) is not None
+    torch.testing.assert_close(disk.image, ram.image, rtol=0, atol=0)
+    patcher = RandTomogramPatchd("image", patch_size=16, num_samples=3)
+    patcher.set_random_state(0)
+    from_disk = patcher(disk.training_items(1)[0])
+    patcher.set_random_state(0)
+    from_ram = patcher(ram.training_items(1)[0])
+    for p, q in zip(from_disk, from_ram):
+        torch.testing.assert_close(p["image"], q["image"], rtol=0, atol=0)
+
+    import cet_monai.io.utils as io_utils
+
+    made = []
+    monkeypatch.setattr(io_utils, "disk_array", lambda shape, dtype=np.float32: made.append(tuple(shape)) or disk_array(shape, dtype))
+    outputs = {}
+    for name, threshold in (("ram", 1 << 40), ("disk", 0)):
+        made.clear()
+        monkeypatch.setattr(engine_data, "DISK_COPY_VOXELS", threshold)
+        run = tmp_path / f"run_{name}"
+        train("recorrupted", tomogram=str(tomo), output_dir=str(run), iterations=2, epoch_length=2, patch_size=[16, 16, 16],
+              margin=4, progress=False, **{"network_def#features": [4, 8], "device": "$torch.device('cpu')"})
+        ckpt = latest_checkpoint(str(run))
+        predict([str(tomo)], ckpt, str(tmp_path / f"{name}.mrc"), method="recorrupted", versions=2, progress=False,
+                device="$torch.device('cpu')")
+        outputs[name] = (torch.load(ckpt, weights_only=False)["network"], read_volume(tmp_path / f"{name}.mrc")[0])
+        # training's copy and inference's copy on disk, nothing on disk below the threshold
+        assert made == ([] if name == "ram" else [(40, 32, 32)] * 2), made
+    for key, value in outputs["ram"][0].items():
+        torch.testing.assert_close(outputs["disk"][0][key], value, rtol=0, atol=0)
+    np.testing.assert_array_equal(outputs["disk"][1], outputs["ram"][1])

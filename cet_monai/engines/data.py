@@ -43,6 +43,35 @@ def is_unset(value) -> bool:
     return value is None or value is False or (isinstance(value, str) and value in ("", "None", "null"))
 
 
+#: above this many voxels (2**26, 64 M: 256 MiB of float32, the size above which inference runs
+#: in Z slabs) the normalised copy of a tomogram lives in a disk-backed temporary file
+DISK_COPY_VOXELS = 1 << 26
+
+
+def needs_disk_copy(shape, threshold: int | None = None) -> bool:
+    """Whether a tomogram of ``shape`` gets its normalised copy on disk (more than
+    :data:`DISK_COPY_VOXELS` voxels, or ``threshold``)."""
+    voxels = int(np.prod([int(s) for s in shape], dtype=np.int64))
+    return voxels > int(DISK_COPY_VOXELS if threshold is None else threshold)
+
+
+def normalised_copy(raw, normalizer: TomogramNormalizer, on_disk: bool | None = None) -> torch.Tensor:
+    """``(1, Z, Y, X)`` float32 tensor: ``raw`` (a ``(Z, Y, X)`` array or memory map) normalised
+    slab by slab, so a memory-mapped input is never resident whole.
+
+    ``on_disk`` (default: above :data:`DISK_COPY_VOXELS` voxels) puts the copy in an anonymous
+    disk-backed temporary file (:func:`~cet_monai.io.utils.disk_array`, in ``$TMPDIR``, 4 bytes
+    per voxel) instead of RAM: training patches and inference windows are then read from that map
+    and its pages given back after each read (:func:`~cet_monai.io.utils.release_pages` finds
+    the map from the tensor), so a tomogram larger than RAM can be fitted and denoised.
+    """
+    from cet_monai.io.utils import disk_array
+
+    on_disk = needs_disk_copy(np.shape(raw)) if on_disk is None else bool(on_disk)
+    out = disk_array(np.shape(raw), np.float32) if on_disk else None
+    return torch.from_numpy(normalizer.transform_slabwise(raw, out=out))[None]
+
+
 class TomogramSource:
     """One tomogram ready for self-supervised training.
 
@@ -60,9 +89,13 @@ class TomogramSource:
         validation_fraction: the last part of the Y axis held out from training for validation
             (``0`` disables validation).
         percentiles: (lower, upper) clipping percentiles of the normalisation.
+        on_disk: keep the normalised copy (and those of the halves) in a disk-backed temporary
+            file instead of RAM (:func:`normalised_copy`); default: above
+            :data:`DISK_COPY_VOXELS` voxels.
 
     Attributes:
-        image: ``(1, Z, Y, X)`` float32 tensor, the tomogram normalised with its own statistics.
+        image: ``(1, Z, Y, X)`` float32 tensor, the tomogram normalised with its own statistics
+            (a view of a disk-backed map when ``on_disk``).
         reference: ``(1, Z, Y, X)`` float32 tensor or ``None``.
         normalizer: the fitted :class:`~cet_monai.normalize.TomogramNormalizer`.
         header: :class:`~cet_monai.io.VolumeHeader` (voxel size in A, origin).
@@ -79,6 +112,7 @@ class TomogramSource:
         volume: np.ndarray | None = None,
         halves: tuple | None = None,
         voxel_size: float | Sequence[float] | None = None,
+        on_disk: bool | None = None,
     ) -> None:
         if not 0.0 <= validation_fraction < 0.5:
             raise ValueError(f"validation_fraction must be in [0, 0.5), got {validation_fraction}")
@@ -108,6 +142,7 @@ class TomogramSource:
         if self.simulation is not None:  # the default tomogram is made, not read: its options identify it
             self._fingerprint["simulation"] = {k: repr(v) for k, v in sorted(dict(simulation or {}).items())}
         self.normalizer = TomogramNormalizer(*percentiles).fit(raw)
+        self.on_disk = needs_disk_copy(raw.shape) if on_disk is None else bool(on_disk)
         self.image = self._normalised(raw)
         self.reference = None if clean is None else torch.as_tensor(np.asarray(clean, dtype=np.float32))[None]
         # even/odd half tomograms (Noise2Noise between halves), normalised like the full tomogram
@@ -122,7 +157,7 @@ class TomogramSource:
         self.validation_start = ny - n_val
 
     def _normalised(self, raw) -> torch.Tensor:
-        return torch.from_numpy(self.normalizer.transform_slabwise(raw))[None]  # a memory map is never resident whole
+        return normalised_copy(raw, self.normalizer, self.on_disk)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -436,7 +471,7 @@ class LoadTomogramd(MapTransform):
             path = str(d[key])
             raw, header = read_volume(path, mmap=True, validate=True)
             normalizer = TomogramNormalizer(*self.percentiles).fit(raw)
-            image = torch.from_numpy(normalizer.transform_slabwise(raw))[None]
+            image = normalised_copy(raw, normalizer)
             meta = {
                 "filename_or_obj": path,
                 "voxel_size": list(header.voxel_size),

@@ -9,7 +9,9 @@ on disk or in memory (the latter can be overridden: the estimate is a model).
 
 The memory model is linear in the voxels ``V`` with a constant (libraries, the noise-spectrum
 estimator, network and batch): ``constant + 4 V`` (the normalised float32 copy the patches and
-windows are read from) ``+ stitching``, where stitching is MONAI's sliding-window output and
+windows are read from; above :data:`~cet_monai.engines.data.DISK_COPY_VOXELS` voxels that copy
+is a disk-backed temporary file whose pages are given back after each read, so it counts as
+scratch disk instead) ``+ stitching``, where stitching is MONAI's sliding-window output and
 weight maps, 8 bytes per voxel of one slab (12 with the standard deviation) for a tomogram of
 at most ``slab_voxels`` voxels, else of one slab
 (:class:`~cet_monai.inferers.streaming.SlabInferer`). The constants were measured with
@@ -76,6 +78,8 @@ def estimate_run(shape, save_std: bool = False, slab_voxels: int | None = None, 
     the inference bundle's default."""
     from cet_monai.inferers.streaming import DEFAULT_SLAB_VOXELS, SlabInferer
 
+    from .data import needs_disk_copy
+
     slab_voxels = int(slab_voxels or DEFAULT_SLAB_VOXELS)
     z, y, x = (int(s) for s in shape)
     voxels = z * y * x
@@ -83,17 +87,19 @@ def estimate_run(shape, save_std: bool = False, slab_voxels: int | None = None, 
     slabs = len(plan)
     stitched = max(hi - lo for lo, hi, _, _ in plan) * y * x  # the deepest slab, margins included
     per_voxel = STITCH_BYTES_PER_VOXEL + (4 if save_std else 0)
-    memory = BASE_BYTES + 4 * voxels + per_voxel * stitched
+    copy_on_disk = needs_disk_copy((z, y, x))
+    memory = BASE_BYTES + (0 if copy_on_disk else 4 * voxels) + per_voxel * stitched
     maps = 2 if save_std else 1
-    return RunEstimate(memory=memory, output_disk=maps * out_bytes_per_voxel * voxels,
-                       scratch_disk=maps * 4 * voxels if slabs > 1 else 0, slabs=slabs)
+    scratch = (maps * 4 * voxels if slabs > 1 else 0) + (4 * voxels if copy_on_disk else 0)
+    return RunEstimate(memory=memory, output_disk=maps * out_bytes_per_voxel * voxels, scratch_disk=scratch, slabs=slabs)
 
 
 def estimate_shared_training(shapes, world_size: int = 1) -> int:
     """Peak memory (bytes) of fitting ONE model on several ``(Z, Y, X)`` tomograms
     (``cet-monai denoise --shared-model``) in the process with the largest share of them
     (:func:`~cet_monai.engines.batch.share`): the constant, 4 bytes per voxel of each of its
-    tomograms (their normalised copies are all held while it trains) and, for the default method,
+    tomograms (their normalised copies are all held while it trains; those above
+    :data:`~cet_monai.engines.data.DISK_COPY_VOXELS` voxels are on disk) and, for the default method,
     each one's noise spectrum (float64 on the estimator's fine grid, at most ``fine_size`` = 128
     frequencies per axis: up to 16 MiB). The held-out regions share one bounded validation budget.
     A model from these sizes, not a measurement; inference, after the fit, is
@@ -101,10 +107,12 @@ def estimate_shared_training(shapes, world_size: int = 1) -> int:
     from cet_monai.noise_spectrum import FINE_SIZE
 
     from .batch import share
+    from .data import needs_disk_copy
 
     def held(shape) -> int:
         voxels = math.prod(int(s) for s in shape)
-        return 4 * voxels + 8 * math.prod(min(int(s), FINE_SIZE) for s in shape)
+        copy = 0 if needs_disk_copy(shape) else 4 * voxels  # a large one's copy is on disk
+        return copy + 8 * math.prod(min(int(s), FINE_SIZE) for s in shape)
 
     shapes = list(shapes)
     world_size = max(1, min(int(world_size), len(shapes)))

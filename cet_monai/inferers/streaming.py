@@ -88,6 +88,7 @@ class SlabInferer(Inferer):
         try:
             for index, (lo, hi, keep_lo, keep_hi) in enumerate(slabs):
                 pred = self.inferer(inputs[:, :, lo:hi], network, *args, generator_seed=seed + index, **kwargs)
+                release_pages(inputs)  # a disk-backed input (a normalised copy on disk) gives its pages back
                 parts = pred if isinstance(pred, dict) else {"mean": pred}
                 for key, value in parts.items():
                     if key not in outputs:

@@ -83,12 +83,43 @@ def to_numpy(array) -> np.ndarray:
     return np.asanyarray(array)
 
 
+#: the maps made by :func:`disk_array`, by the address of their first byte: ``(end address,
+#: weak reference to the numpy memmap)``. A torch tensor made with ``torch.from_numpy`` (and any
+#: view of it) keeps no link to the memmap under it; its data pointer finds the map here.
+_DISK_MAPS: dict[int, tuple[int, object]] = {}
+
+
+def _data_address(array) -> int | None:
+    """Address of the first element of a numpy array or a torch tensor, else ``None``."""
+    if hasattr(array, "data_ptr"):
+        try:
+            return int(array.data_ptr()) if array.device.type == "cpu" else None
+        except (AttributeError, RuntimeError):
+            return None
+    interface = getattr(array, "__array_interface__", None)
+    return int(interface["data"][0]) if interface else None
+
+
+def _registered_map(array):
+    """The :func:`disk_array` map whose memory holds ``array``'s first element, else ``None``."""
+    address = _data_address(array)
+    if address is None or not _DISK_MAPS:
+        return None
+    for start, (end, ref) in list(_DISK_MAPS.items()):
+        owner = ref()
+        if owner is None:
+            _DISK_MAPS.pop(start, None)
+        elif start <= address < end:
+            return owner
+    return None
+
+
 def _mmap_of(array):
-    """The ``mmap.mmap`` under a numpy memmap (or a view of one, or a torch tensor made from
-    one with ``torch.from_numpy``), else ``None``."""
+    """The ``mmap.mmap`` under a numpy memmap (or a view of one), or under a torch tensor or
+    numpy array viewing a :func:`disk_array` map (``torch.from_numpy``, slicing), else ``None``."""
     import mmap
 
-    seen = 0
+    seen, start = 0, array
     while array is not None and seen < 8:
         m = getattr(array, "_mmap", None)
         if isinstance(m, mmap.mmap):
@@ -97,7 +128,8 @@ def _mmap_of(array):
             return array
         array = getattr(array, "base", None)
         seen += 1
-    return None
+    owner = _registered_map(start)
+    return None if owner is None else getattr(owner, "_mmap", None)
 
 
 def release_pages(array) -> bool:
@@ -126,13 +158,20 @@ def release_pages(array) -> bool:
 def disk_array(shape, dtype=np.float32) -> np.ndarray:
     """A zero-filled writable array backed by an anonymous temporary file (``$TMPDIR``),
     for volumes that should not live in RAM; the file has no name, so nothing is left behind
-    even if the process is killed. Call :func:`release_pages` after writing each slab."""
+    even if the process is killed. Call :func:`release_pages` after writing each slab, and after
+    reading from it: it finds the map also from a torch tensor made of it with
+    ``torch.from_numpy`` and from any view of one."""
     import tempfile
+    import weakref
 
     size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     handle = tempfile.TemporaryFile(prefix="cet_monai_")
     handle.truncate(max(size, 1))
-    return np.memmap(handle, dtype=dtype, mode="r+", shape=tuple(int(s) for s in shape))
+    array = np.memmap(handle, dtype=dtype, mode="r+", shape=tuple(int(s) for s in shape))
+    start = _data_address(array)
+    if start is not None and size:
+        _DISK_MAPS[start] = (start + size, weakref.ref(array))
+    return array
 
 
 class SlabwiseVolume:

@@ -32,6 +32,8 @@ from monai.transforms import BorderPad, InvertibleTransform, MapTransform, Rando
 from monai.transforms.traits import MultiSampleTrait
 from monai.utils import TraceKeys, TransformBackends
 
+from cet_monai.io.utils import release_pages
+
 from ._utils import spatial_shape_argument, spatial_tuple, wrap_like
 
 __all__ = ["RandTomogramPatchd", "tiling_positions", "PATCH_START_KEY", "PATCH_MARGIN_KEY", "PATCH_SIZE_KEY", "TOMOGRAM_INDEX_KEY"]
@@ -257,6 +259,9 @@ class RandTomogramPatchd(Randomizable, MapTransform, InvertibleTransform, MultiS
             if any(p != (0, 0) for p in pads):
                 block = np.pad(block, [(0, 0)] + pads, mode=self.pad_mode)
             block = torch.from_numpy(block)
+        # a memory-mapped volume (or a tensor viewing a disk-backed map) gives back the pages the
+        # read touched, so training on a tomogram larger than RAM keeps a bounded resident set
+        release_pages(vol)
         return block, lo
 
     def __call__(self, data: Mapping[Hashable, object]) -> list[dict]:  # type: ignore[override]
