@@ -202,3 +202,41 @@ def test_a_normalised_copy_on_disk_trains_and_denoises_like_one_in_memory(tmp_pa
     for key, value in outputs["ram"][0].items():
         torch.testing.assert_close(outputs["disk"][0][key], value, rtol=0, atol=0)
     np.testing.assert_array_equal(outputs["disk"][1], outputs["ram"][1])
+
+
+def _rss_file_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1])
+    raise RuntimeError("no RssFile")
+
+
+def test_writing_a_result_from_a_disk_backed_input_keeps_its_pages_out_of_memory(tmp_path):
+    """The saver writes the output and its preview (a YZ slice touches every page of a volume)
+    from a disk-backed normalised input and a disk-backed result without making either resident."""
+    from cet_monai.engines import LoadTomogramd, SaveTomogramd, collate_single
+    from cet_monai.engines import data as engine_data
+
+    tomo = tmp_path / "t.mrc"
+    write_volume(tomo, np.random.default_rng(0).normal(size=(128, 256, 256)).astype(np.float32), voxel_size=10.0)  # 32 MiB
+    old = engine_data.DISK_COPY_VOXELS
+    engine_data.DISK_COPY_VOXELS = 0
+    try:
+        item = LoadTomogramd("image")({"image": str(tomo)})
+    finally:
+        engine_data.DISK_COPY_VOXELS = old
+    image = item["image"]
+    pred = disk_array((128, 256, 256))
+    for z in range(0, 128, 32):
+        pred[z : z + 32] = 0.5
+    release_pages(pred)
+    release_pages(image)
+    batch = collate_single([{"image": image}])["image"]
+    prediction = torch.from_numpy(pred)[None, None]
+    prediction.disk_array = pred
+    before = _rss_file_kib()
+    SaveTomogramd("pred", str(tmp_path / "out.mrc"))({"image": batch, "pred": prediction})
+    grown = _rss_file_kib() - before
+    assert (tmp_path / "out.png").exists() and read_volume(tmp_path / "out.mrc")[0].shape == (128, 256, 256)
+    assert grown < 12 * 1024, f"the input's or the result's pages stayed resident ({grown / 1024:.0f} MiB)"

@@ -548,7 +548,9 @@ class SaveTomogramd(MapTransform):
                 if self.preview:
                     raw = source[b, 0] if source.dim() == 5 else source[0]
                     png = Path(volume_stem(out_path) + ".png")
-                    save_orthoslices(png, {"raw": raw.detach().cpu().numpy(), "denoised": volume}, voxel_size=header.voxel_size)
+                    # both read slab by slab: a YZ slice touches every page of a (disk-backed) volume
+                    raw = SlabwiseVolume(raw.detach().cpu().numpy())
+                    save_orthoslices(png, {"raw": raw, "denoised": volume}, voxel_size=header.voxel_size)
                 logger.info("wrote %s", out_path)
         return d
 

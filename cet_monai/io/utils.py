@@ -202,7 +202,10 @@ class SlabwiseVolume:
             if stop - start > step:
                 return np.concatenate([self[(slice(z, min(z + step, stop)),) + key[1:]] for z in range(start, stop, step)], axis=0)
         chunk = np.asarray(self.source[key])
-        out = np.asarray(self.fn(chunk) if self.fn is not None else chunk, dtype=self.dtype)
+        if self.fn is None:  # a copy: a view of a map would touch its pages again when used
+            out = np.array(chunk, dtype=self.dtype, copy=True)
+        else:
+            out = np.asarray(self.fn(chunk), dtype=self.dtype)
         release_pages(self.source)
         return out
 
