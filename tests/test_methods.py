@@ -112,6 +112,7 @@ def test_recorrupted_method_estimates_its_spectrum_once(source):
         (lambda: RecorruptedPairs(spectrum_quantile=1.0), "spectrum_quantile"),
         (lambda: RecorruptedPairs(local_noise_level="yes"), "local_noise_level"),
         (lambda: RecorruptedPairs(spectrum_equalize_levels=1), "spectrum_equalize_levels"),
+        (lambda: RecorruptedPairs(spectrum_calibration="pink"), "spectrum_calibration"),
         (lambda: RealSpaceBernoulli(versions=0), "versions"),
         (lambda: RealSpaceBernoulli(patch_size=(16, 16)), "3 edges"),
         (lambda: RealSpaceBernoulli(passes=-1), "passes"),
@@ -136,11 +137,13 @@ def test_records_older_than_a_setting_keep_what_they_were_trained_with():
     state = fresh.to_dict()
     assert method_from_dict(state).local_noise_level is True  # a record that has the setting keeps it
     assert fresh.flip_versions
-    for name in ("spectrum_equalize_levels", "local_noise_level", "flip_versions"):
+    assert fresh.spectrum_calibration == "colored"
+    for name in ("spectrum_equalize_levels", "local_noise_level", "flip_versions", "spectrum_calibration"):
         state.pop(name)
     old = method_from_dict(state)
     assert old.spectrum_equalize_levels is False and old.local_noise_level is False
     assert old.flip_versions is False
+    assert old.spectrum_calibration == "white"  # a shared model re-estimates its spectra as it was trained
 
 
 def test_the_flip_setting_reaches_the_window_inferer():

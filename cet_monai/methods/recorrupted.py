@@ -41,6 +41,9 @@ class RecorruptedPairs(DenoisingMethod):
         spectrum_equalize_levels: the estimator divides each cube by its own high-shell noise
             level first (noise whose strength varies across the volume; see
             :func:`~cet_monai.noise_spectrum.estimate_noise_spectrum`). Default on.
+        spectrum_calibration: how the estimator's quantile bias is calibrated: ``"colored"``
+            (default), on noise with the first estimate's spectrum, frequency by frequency;
+            ``"white"``, one factor from white noise (before 2026-12-06).
         local_noise_level: scale the drawn noise, patch by patch and window by window, to the
             noise that patch holds where noise dominates (the spectrum's shape is global, its
             strength local: noise varies across a lamella with its thickness). Default on.
@@ -61,12 +64,14 @@ class RecorruptedPairs(DenoisingMethod):
     fitted_fields = ("spectrum", "spectrum_seed", "spectra")
     # checkpoints written before these settings existed were trained without them
     # (2026-12-03: both became the default after the benchmark table; docs/benchmarks.md)
-    absent_in_old_records = {"spectrum_equalize_levels": False, "local_noise_level": False, "flip_versions": False}
+    absent_in_old_records = {"spectrum_equalize_levels": False, "local_noise_level": False, "flip_versions": False,
+                             "spectrum_calibration": "white"}
 
     alpha: float = 1.0
     spectrum_block: int = 32
     spectrum_quantile: float = 0.2
     spectrum_equalize_levels: bool = True
+    spectrum_calibration: str = "colored"
     local_noise_level: bool = True
     flip_versions: bool = True
     spectrum: Any = field(default=None, compare=False, repr=False)
@@ -83,6 +88,8 @@ class RecorruptedPairs(DenoisingMethod):
         if quantile >= 1.0:
             raise CetMonaiError(f"spectrum_quantile must be below 1, got {quantile}")
         object.__setattr__(self, "spectrum_quantile", quantile)
+        if self.spectrum_calibration not in ("white", "colored"):
+            raise CetMonaiError(f"spectrum_calibration must be 'white' or 'colored', got {self.spectrum_calibration!r}")
         for name in ("spectrum_equalize_levels", "local_noise_level"):
             if not isinstance(getattr(self, name), bool):
                 raise CetMonaiError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -111,7 +118,7 @@ class RecorruptedPairs(DenoisingMethod):
         from cet_monai.noise_spectrum import estimate_noise_spectrum
 
         return estimate_noise_spectrum(image, block=self.spectrum_block, quantile=self.spectrum_quantile, seed=int(seed),
-                                       equalize_levels=self.spectrum_equalize_levels)
+                                       equalize_levels=self.spectrum_equalize_levels, calibration=self.spectrum_calibration)
 
     def fitted_to(self, source, seed: int = 0) -> RecorruptedPairs:
         """The method with the noise spectrum of ``source.image`` (kept if already estimated), or
