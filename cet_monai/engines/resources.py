@@ -10,8 +10,8 @@ on disk or in memory (the latter can be overridden: the estimate is a model).
 The memory model is linear in the voxels ``V`` with a constant (libraries, the noise-spectrum
 estimator, network and batch): ``constant + 4 V`` (the normalised float32 copy the patches and
 windows are read from; above :data:`~cet_monai.engines.data.DISK_COPY_VOXELS` voxels that copy
-is a disk-backed temporary file whose pages are given back after each read, so it counts as
-scratch disk instead) ``+ stitching``, where stitching is MONAI's sliding-window output and
+is a disk-backed temporary file whose pages are given back after each read: it counts as scratch
+disk, and as 4 bytes per voxel of one slab in memory) ``+ stitching``, where stitching is MONAI's sliding-window output and
 weight maps, 8 bytes per voxel of one slab (12 with the standard deviation) for a tomogram of
 at most ``slab_voxels`` voxels, else of one slab
 (:class:`~cet_monai.inferers.streaming.SlabInferer`). The constants were measured with
@@ -88,7 +88,8 @@ def estimate_run(shape, save_std: bool = False, slab_voxels: int | None = None, 
     stitched = max(hi - lo for lo, hi, _, _ in plan) * y * x  # the deepest slab, margins included
     per_voxel = STITCH_BYTES_PER_VOXEL + (4 if save_std else 0)
     copy_on_disk = needs_disk_copy((z, y, x))
-    memory = BASE_BYTES + (0 if copy_on_disk else 4 * voxels) + per_voxel * stitched
+    # the normalised copy: whole in RAM, or on disk with one slab's pages resident at a time
+    memory = BASE_BYTES + 4 * (stitched if copy_on_disk else voxels) + per_voxel * stitched
     maps = 2 if save_std else 1
     scratch = (maps * 4 * voxels if slabs > 1 else 0) + (4 * voxels if copy_on_disk else 0)
     return RunEstimate(memory=memory, output_disk=maps * out_bytes_per_voxel * voxels, scratch_disk=scratch, slabs=slabs)
