@@ -163,8 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
         to FOLDER/denoise_summary.tsv.
 
         Before any work the memory and disk each run needs are printed, and outputs that cannot
-        fit on their disk are refused. Tomograms above 64 M voxels are denoised in Z slabs with
-        the result on disk (scratch space in $TMPDIR), so memory grows by about 4 bytes per voxel.
+        fit on their disk are refused. Above 64 M voxels the normalised copy that training
+        patches are read from is a disk-backed file and the tomogram is denoised in Z slabs with
+        the result on disk (scratch space in $TMPDIR, 8 bytes per voxel), so memory stays about
+        that of one slab: a tomogram larger than RAM runs (1.5 GiB peak for 1 GiB, 1.7 for 2 GiB).
 
         Several processes: --nproc N shares the tomograms among N processes on this machine
         (one GPU each when there are GPUs; the CPU cores split otherwise). On a cluster, start
@@ -181,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         when it is denoised; training takes the tomograms in turn. It saves the fits: N
         tomograms cost one training budget (--iterations, the same default) plus N inferences,
         instead of N budgets. It costs memory: a process holds all the tomograms it trains on
-        at once (4 bytes per voxel each, said before any work). With --nproc N or torchrun the
+        at once (4 bytes per voxel each, on disk above 64 M voxels; said before any work). With --nproc N or torchrun the
         model is trained data parallel (DistributedDataParallel): each process reads and draws
         patches from its share of the tomograms only, then denoises those. The model, its
         checkpoints and logs go to OUT/shared_model_run/ (or --work-dir); a rerun resumes it,
