@@ -84,7 +84,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                         "small = 8-64 channels, 3 down-samplings, no dropout (CPU minutes); large = 48 channels "
                         "at 6 levels, decoder dropout 0.3, 64-voxel patches (GPUs)")
     g.add_argument("--iterations", type=int, default=None, metavar="N",
-                   help="training iterations (default: the method's budget, 1200 for recorrupted); a whole "
+                   help="training iterations (default: the method's budget, 1600 for recorrupted); a whole "
                         "number of epochs (50 iterations for recorrupted), or fewer than one epoch. Smooth "
                         "(SIRT-like) reconstructions gain from more: 2400 gave +0.5 dB there (docs/denoising.md)")
     g.add_argument("--patch-size", type=int, default=None, metavar="VOXELS",

@@ -20,8 +20,11 @@ The estimator (:func:`estimate_noise_spectrum`):
    particles) is strong in some cubes and weak in others, the noise is the same in all, so the
    quietest cubes at that frequency are the closest to noise alone;
 4. divides by the bias of steps 1-3 measured on white noise put through exactly the same steps
-   (a calibration run, not a constant): the result is unbiased where noise dominates the quiet
-   cubes;
+   (a calibration run, not a constant), then (``calibration="colored"``, the default) measures
+   that bias again, frequency by frequency, on noise drawn with this first estimate's own
+   spectrum: the bias depends on the spectrum's shape (where power changes between neighbouring
+   frequencies the quantile sits lower relative to the mean). The result is unbiased where noise
+   dominates the quiet cubes;
 5. finds where that holds: in a shell of frequencies where only noise varies, the spread of the
    cube powers (upper to lower quantile) is that of the white calibration noise; where signal
    varies from cube to cube it is wider. Below the lowest noise-dominated shell ``k0`` (the
