@@ -12,12 +12,13 @@ from cet_monai.io.utils import SlabwiseVolume, disk_array, release_pages
 from cet_monai.normalize import TomogramNormalizer
 
 
-def _rss_kib() -> int:
+def _rss_kib(field: str = "VmRSS") -> int:
+    """This process's resident memory (``VmRSS``) or a part of it (``RssFile``: mapped files), KiB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
 
 
 def test_release_pages_gives_a_written_disk_array_back_and_keeps_its_data():
@@ -204,14 +205,6 @@ def test_a_normalised_copy_on_disk_trains_and_denoises_like_one_in_memory(tmp_pa
     np.testing.assert_array_equal(outputs["disk"][1], outputs["ram"][1])
 
 
-def _rss_file_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssFile:"):
-                return int(line.split()[1])
-    raise RuntimeError("no RssFile")
-
-
 def test_writing_a_result_from_a_disk_backed_input_keeps_its_pages_out_of_memory(tmp_path):
     """The saver writes the output and its preview (a YZ slice touches every page of a volume)
     from a disk-backed normalised input and a disk-backed result without making either resident."""
@@ -235,8 +228,8 @@ def test_writing_a_result_from_a_disk_backed_input_keeps_its_pages_out_of_memory
     batch = collate_single([{"image": image}])["image"]
     prediction = torch.from_numpy(pred)[None, None]
     prediction.disk_array = pred
-    before = _rss_file_kib()
+    before = _rss_kib("RssFile")
     SaveTomogramd("pred", str(tmp_path / "out.mrc"))({"image": batch, "pred": prediction})
-    grown = _rss_file_kib() - before
+    grown = _rss_kib("RssFile") - before
     assert (tmp_path / "out.png").exists() and read_volume(tmp_path / "out.mrc")[0].shape == (128, 256, 256)
     assert grown < 12 * 1024, f"the input's or the result's pages stayed resident ({grown / 1024:.0f} MiB)"
