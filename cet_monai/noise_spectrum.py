@@ -275,6 +275,8 @@ def estimate_noise_spectrum(
         raise CetMonaiError(f"noise spectrum: expected a (Z, Y, X) volume, got shape {volume.shape}")
     if not 0 < quantile < 0.5:
         raise CetMonaiError(f"noise spectrum: quantile must be in (0, 0.5), got {quantile}")
+    if calibration not in ("white", "colored"):
+        raise CetMonaiError(f"noise spectrum: calibration must be 'white' or 'colored', got {calibration!r}")
     shape = tuple(min(int(block), n) for n in volume.shape)
     if min(shape) < 8:
         raise CetMonaiError(f"noise spectrum: the volume {volume.shape} is too thin (every axis needs >= 8 voxels)")
@@ -299,11 +301,10 @@ def estimate_noise_spectrum(
     wlo, whi = _quantiles(white_spectra, quantile)
     bias = float(np.median(wlo.reshape(-1)[1:]))  # DC is removed with each cube's mean
     white_spread = float(np.median((whi / np.maximum(wlo, 1e-30)).reshape(-1)[1:]))
+    del white, white_spectra
     grid = lo / bias
     if calibration == "colored":
         grid = lo / _colored_bias(grid, n_cal, shape, quantile, equalize_levels, rng)
-    elif calibration != "white":
-        raise CetMonaiError(f"noise spectrum: calibration must be 'white' or 'colored', got {calibration!r}")
     # which shells are noise-dominated: the spread of cube powers is that of noise alone
     k, shell = _shell_index(shape)
     spread = (hi / np.maximum(lo, 1e-30)) / white_spread
