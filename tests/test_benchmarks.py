@@ -105,7 +105,13 @@ def test_single_tomogram_slope_and_summary(tmp_path):
     argv = ["--shape", "16", "32", "32", "--snr", "0.05", "--seeds", "0", "--methods", "recorrupted", "--threads", "1",
             "--set", "iterations=2", "--set", "epoch_length=1", "--set", "patch_size=[16,16,16]", "--set", "margin=4",
             "--set", "network_def#features=[4,8]", "--set", "versions=1", "--csv", str(out)]
-    assert st.main(argv) == 0
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert st.main(argv) == 0  # sets torch's thread count (--threads): the tests after this one keep theirs
+    finally:
+        torch.set_num_threads(threads)
     table = st.summary([{**r, "snr": float(r["snr"]), "gain_db": float(r["gain_db"]), "ssim": float(r["ssim"]),
                          "gaussian_ssim": float(r["gaussian_ssim"]), "slope": float(r["slope"]), "seconds": float(r["seconds"])}
                         for r in __import__("csv").DictReader(out.open())])

@@ -3,10 +3,12 @@
 A refactor must not change what users get: this run's output is compared with the pinned one
 in ``tests/data/default_output_pin.npz``. On the machine kind it was pinned on (same torch
 version, same CPU kernel family, same thread count) the comparison is bit for bit; elsewhere
-float kernels differ in their last bits, so it is ``allclose`` at 2 % of the output's range: the
-default network's batch normalisation over 4 small patches amplifies last-bit differences to
-0.3 % of the range within the 4 steps (measured: 1 against 2 threads), while a changed default
-moves the output by the order of its range (float32 arithmetic is pinned: CPUs with native bfloat16 use it by default, the others do not;
+float kernels differ in their last bits, which the default network's batch normalisation over
+4 small patches amplifies within the 4 steps (measured, 1 against 2 threads: 0.48 % of the
+output's range as a root mean square, 2.3 % at the worst voxel), so the comparison is the
+root-mean-square difference (at most 1.2 % of the range) and the worst voxel (at most 6 %); a
+changed default moves it more (the noise-spectrum calibration of 2026-12-06, a small change:
+1.8 % RMS, 8.3 % at the worst voxel) (float32 arithmetic is pinned: CPUs with native bfloat16 use it by default, the others do not;
 an intended change of the default re-pins it in the same commit:
 ``python tests/test_default_output_pin.py --repin``).
 """
@@ -45,7 +47,9 @@ def test_default_output_is_unchanged(tmp_path):
         np.testing.assert_array_equal(out, pin["output"])
     else:
         span = float(pin["output"].max() - pin["output"].min())
-        np.testing.assert_allclose(out, pin["output"], rtol=0, atol=2e-2 * span)
+        diff = np.abs(out.astype(np.float64) - pin["output"])
+        rms, worst = float(np.sqrt(np.mean(diff**2))) / span, float(diff.max()) / span
+        assert rms <= 0.012 and worst <= 0.06, f"default output moved: RMS {rms:.2%}, worst voxel {worst:.2%} of the range"
 
 
 if __name__ == "__main__" and "--repin" in sys.argv:
