@@ -119,10 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         with recorrupted pairs and the estimated noise spectrum), and print PSNR and SSIM of the raw tomogram, the
         best Gaussian filter (sigma chosen separately for each metric) and the denoised one
         against the clean reconstruction. Writes the volumes, a figure of orthogonal slices and
-        a Markdown report into the output folder. Training takes 1200 iterations of the small
-        network, in bfloat16 on CPUs that compute it natively (measured: fit + denoise in 114 s
-        on 2 quiet cores of an AMD EPYC, 180-202 s on 2 of an Intel Xeon); measured quality and
-        times are in docs/denoising.md and docs/benchmarks.md."""))
+        a Markdown report into the output folder. Training takes 1600 iterations of the small
+        network, in bfloat16 on CPUs that compute it natively (measured: fit + denoise in 149 s
+        on 2 quiet cores of an AMD EPYC; 1200 iterations took 180-202 s on 2 of an Intel Xeon);
+        measured quality and times are in docs/denoising.md and docs/benchmarks.md."""))
     p.add_argument("-o", "--output", default="demo_output", help="output folder (default demo_output)")
     p.add_argument("--overwrite", action="store_true", help="replace files from an earlier demo in the folder")
     p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"), help="simulated volume size")
