@@ -48,11 +48,10 @@ def is_unset(value) -> bool:
 DISK_COPY_VOXELS = 1 << 26
 
 
-def needs_disk_copy(shape, threshold: int | None = None) -> bool:
+def needs_disk_copy(shape) -> bool:
     """Whether a tomogram of ``shape`` gets its normalised copy on disk (more than
-    :data:`DISK_COPY_VOXELS` voxels, or ``threshold``)."""
-    voxels = int(np.prod([int(s) for s in shape], dtype=np.int64))
-    return voxels > int(DISK_COPY_VOXELS if threshold is None else threshold)
+    :data:`DISK_COPY_VOXELS` voxels)."""
+    return int(np.prod([int(s) for s in shape], dtype=np.int64)) > DISK_COPY_VOXELS
 
 
 def normalised_copy(raw, normalizer: TomogramNormalizer, on_disk: bool | None = None) -> torch.Tensor:
