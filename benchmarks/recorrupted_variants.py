@@ -6,6 +6,8 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
 * ``K8``: the default inference, K = 8 noise draws of ``a`` (always run), and ``K8, no flips``:
   the same draws without the method's wedge-keeping flips (run when the method flips its versions);
 * ``--inference``: K = 32, the network on ``y`` itself, draws of ``a/2`` and ``0.7 a``;
+* ``--oracle-spectrum``: the whole run with the true noise's smoothed periodogram instead of the
+  estimate (an upper bound for the estimator, not a method);
 * ``--shell-blend``: per radial shell (0.02 cycles/voxel) the estimate ``b * output + c * y`` with
   ``b, c`` fitted (1) with the clean tomogram (an oracle, an upper bound) and (2) without it, on
   held-out recorrupted pairs ``(y + a z / sqrt 2, y - sqrt 2 z / a)`` whose noises are
@@ -70,11 +72,25 @@ def main(argv=None) -> int:
     p.add_argument("--inference", action="store_true", help="also score the inference variants")
     p.add_argument("--shell-blend", action="store_true", help="also score the per-shell blends")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--oracle-spectrum", action="store_true",
+                   help="train and denoise with the TRUE noise's smoothed periodogram (normalised noisy minus normalised "
+                        "clean, 5x5x5 average) instead of the estimate: an upper bound for the estimator, not a method")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.overrides)}
     sim = simulate_tomogram(shape=(64, 128, 128), snr=args.snr, seed=args.seed, **SETTINGS[args.setting])
     gauss = best_gaussian(sim.noisy, sim.clean)
+    if args.oracle_spectrum:
+        from scipy import ndimage
+
+        from cet_monai.methods import RecorruptedPairs
+        from cet_monai.noise_spectrum import NoiseSpectrum, periodogram
+        from cet_monai.normalize import TomogramNormalizer
+
+        norm = TomogramNormalizer().fit(sim.noisy)  # the source's normaliser (same percentiles)
+        noise = norm.transform(sim.noisy).astype(np.float64) - norm.transform(sim.clean)
+        oracle = NoiseSpectrum(ndimage.uniform_filter(periodogram(noise), size=5, mode="wrap"), {"estimator": "oracle"})
+        RecorruptedPairs.estimate_spectrum = lambda self, image, seed=0: oracle
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         wf = train("recorrupted", output_dir=tmp, volume=sim.noisy.astype(np.float32), seed=args.seed, progress=False, **overrides)
