@@ -205,7 +205,7 @@ def test_a_normalised_copy_on_disk_trains_and_denoises_like_one_in_memory(tmp_pa
     np.testing.assert_array_equal(outputs["disk"][1], outputs["ram"][1])
 
 
-def test_writing_a_result_from_a_disk_backed_input_keeps_its_pages_out_of_memory(tmp_path):
+def test_writing_a_result_from_a_disk_backed_input_keeps_its_pages_out_of_memory(tmp_path, monkeypatch):
     """The saver writes the output and its preview (a YZ slice touches every page of a volume)
     from a disk-backed normalised input and a disk-backed result without making either resident."""
     from cet_monai.engines import LoadTomogramd, SaveTomogramd, collate_single
@@ -213,12 +213,8 @@ def test_writing_a_result_from_a_disk_backed_input_keeps_its_pages_out_of_memory
 
     tomo = tmp_path / "t.mrc"
     write_volume(tomo, np.random.default_rng(0).normal(size=(128, 256, 256)).astype(np.float32), voxel_size=10.0)  # 32 MiB
-    old = engine_data.DISK_COPY_VOXELS
-    engine_data.DISK_COPY_VOXELS = 0
-    try:
-        item = LoadTomogramd("image")({"image": str(tomo)})
-    finally:
-        engine_data.DISK_COPY_VOXELS = old
+    monkeypatch.setattr(engine_data, "DISK_COPY_VOXELS", 0)
+    item = LoadTomogramd("image")({"image": str(tomo)})
     image = item["image"]
     pred = disk_array((128, 256, 256))
     for z in range(0, 128, 32):
