@@ -5,9 +5,18 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
 
 * ``K8``: the default inference, K = 8 noise draws of ``a`` (always run), and ``K8, no flips``:
   the same draws without the method's wedge-keeping flips (run when the method flips its versions);
-* ``--inference``: K = 32, the network on ``y`` itself, draws of ``a/2`` and ``0.7 a``;
-* ``--oracle-spectrum``: the whole run with the true noise's smoothed periodogram instead of the
-  estimate (an upper bound for the estimator, not a method);
+* ``--inference``: K = 32, the network on ``y`` itself (once, and in 8 flipped copies), draws of
+  ``a/2`` and ``0.7 a``;
+* ``--oracle-spectrum [smoothed|expected]``: the whole run with the true noise's spectrum instead
+  of the estimate (not a method): ``smoothed``, the 5x5x5-averaged periodogram of this tomogram's
+  noise; ``expected``, the mean periodogram of ``--realisations`` x 2 fresh noise reconstructions
+  of the same tilt series (unsmoothed: the wedge's edges and the zero at DC stay sharp);
+* ``--wiener-draws``: the noise drawn with ``P / (2 - P / T)`` (``T``: the tomogram's smoothed
+  periodogram), less where the signal dominates: averaged over draws, a *linear* network then
+  gives the Wiener filter of ``y`` rather than of ``y + z`` (a hypothesis; measured in
+  ``docs/denoising.md``, eighth pass);
+* ``--infer-seeds N ...``: the trained network also denoises other seeds' tomograms (same
+  setting, each with its own estimated spectrum): how much it has specialised to its own;
 * ``--shell-blend``: per radial shell (0.02 cycles/voxel) the estimate ``b * output + c * y`` with
   ``b, c`` fitted (1) with the clean tomogram (an oracle, an upper bound) and (2) without it, on
   held-out recorrupted pairs ``(y + a z / sqrt 2, y - sqrt 2 z / a)`` whose noises are
@@ -72,15 +81,56 @@ def main(argv=None) -> int:
     p.add_argument("--inference", action="store_true", help="also score the inference variants")
     p.add_argument("--shell-blend", action="store_true", help="also score the per-shell blends")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--oracle-spectrum", action="store_true",
-                   help="train and denoise with the TRUE noise's smoothed periodogram (normalised noisy minus normalised "
-                        "clean, 5x5x5 average) instead of the estimate: an upper bound for the estimator, not a method")
+    p.add_argument("--oracle-spectrum", nargs="?", const="smoothed", choices=("smoothed", "expected"),
+                   help="train and denoise with the TRUE noise spectrum instead of the estimate (not a method): "
+                        "'smoothed' (default) the 5x5x5 average of the periodogram of normalised noisy minus normalised "
+                        "clean; 'expected' the mean periodogram of --realisations fresh noise reconstructions of the same "
+                        "tilt series (no smoothing: the missing wedge and the zero at DC stay sharp)")
+    p.add_argument("--wiener-draws", action="store_true",
+                   help="draw the noise with P / (2 - P / T) instead of P (T: the tomogram's smoothed periodogram): "
+                        "averaged over draws, a linear network then gives the Wiener filter of y itself")
+    p.add_argument("--infer-seeds", type=int, nargs="*", default=[],
+                   help="also denoise the tomograms of these seeds (same setting) with the network trained on --seed, "
+                        "each with its own estimated spectrum: a network that has specialised to its own tomogram's noise "
+                        "does better on another")
+    p.add_argument("--realisations", type=int, default=24, help="noise reconstructions for --oracle-spectrum expected")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.overrides)}
+    extra_noise = []
+    if args.oracle_spectrum == "expected":
+        from cet_monai.data import simulate as _simulate
+
+        tilt_series = _simulate._tilt_series
+
+        def recording(*a, **kw):
+            """The simulator's own reconstruction, plus ``--realisations`` reconstructions of fresh
+            projection noise (same tilts, filter, wedge and noise profile)."""
+            out = tilt_series(*a, **kw)
+            for r in range(args.realisations):
+                a_r = list(a)
+                a_r[5] = np.random.default_rng(10_000 + r)
+                _, ne, no = tilt_series(*a_r, **kw)
+                extra_noise.extend([(ne + no) / 2, (ne - no) / 2])  # two independent samples of the noise
+            return out
+
+        _simulate._tilt_series = recording
     sim = simulate_tomogram(shape=(64, 128, 128), snr=args.snr, seed=args.seed, **SETTINGS[args.setting])
     gauss = best_gaussian(sim.noisy, sim.clean)
-    if args.oracle_spectrum:
+    if args.oracle_spectrum == "expected":
+        from cet_monai.methods import RecorruptedPairs
+        from cet_monai.noise_spectrum import NoiseSpectrum, periodogram, radial_profile
+        from cet_monai.normalize import TomogramNormalizer
+
+        norm = TomogramNormalizer().fit(sim.noisy)
+        s = sim.params["noise_sigma_per_projection_pixel"] * np.sqrt(2.0) / norm.std  # noise scale, normalised units
+        mean_power = sum(periodogram(s * n) for n in extra_noise) / len(extra_noise)
+        _, measured = radial_profile(periodogram(norm.transform(sim.noisy).astype(np.float64) - norm.transform(sim.clean)))
+        _, expected = radial_profile(mean_power)
+        print(json.dumps({"this noise / expected spectrum per shell": [round(float(v), 3) for v in measured / expected]}))
+        oracle = NoiseSpectrum(mean_power, {"estimator": "oracle, expected"})
+        RecorruptedPairs.estimate_spectrum = lambda self, image, seed=0: oracle
+    elif args.oracle_spectrum:
         from scipy import ndimage
 
         from cet_monai.methods import RecorruptedPairs
@@ -91,6 +141,22 @@ def main(argv=None) -> int:
         noise = norm.transform(sim.noisy).astype(np.float64) - norm.transform(sim.clean)
         oracle = NoiseSpectrum(ndimage.uniform_filter(periodogram(noise), size=5, mode="wrap"), {"estimator": "oracle"})
         RecorruptedPairs.estimate_spectrum = lambda self, image, seed=0: oracle
+    if args.wiener_draws:
+        from cet_monai.methods import RecorruptedPairs
+        from cet_monai.noise_spectrum import NoiseSpectrum, _fine_periodogram
+
+        plain_estimate = RecorruptedPairs.estimate_spectrum
+
+        def wiener_estimate(self, image, seed=0):
+            spec = plain_estimate(self, image, seed)
+            vol = np.asarray(image)[0] if np.asarray(image).ndim == 4 else np.asarray(image)
+            total = _fine_periodogram(vol, max(spec.grid.shape))
+            assert total.shape == spec.grid.shape, (total.shape, spec.grid.shape)
+            fraction = np.clip(spec.grid / np.maximum(total, 1e-30), 0.0, 1.0)
+            print(json.dumps({"wiener draws: mean factor": round(float((1 / (2 - fraction)).mean()), 3)}), flush=True)
+            return NoiseSpectrum(spec.grid / (2.0 - fraction), {**spec.info, "wiener_draws": True})
+
+        RecorruptedPairs.estimate_spectrum = wiener_estimate
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         wf = train("recorrupted", output_dir=tmp, volume=sim.noisy.astype(np.float32), seed=args.seed, progress=False, **overrides)
@@ -102,10 +168,11 @@ def main(argv=None) -> int:
     alpha = method.alpha
 
     def inferer(k, a):
-        """The method's own window inferer with K = k draws at a = ``a`` (a = 0: the network on y itself)."""
+        """The method's own window inferer with K = k draws at a = ``a`` (a = 0: the network on y itself,
+        k flipped copies of each window when k > 1)."""
         if a == 0:
-            return MCDropoutInferer(roi_size=list(method.patch_size), sampler=IdentitySampler(), passes=1, sw_batch_size=2,
-                                    overlap=0.5, mode="gaussian", seed=args.seed)
+            return MCDropoutInferer(roi_size=list(method.patch_size), sampler=IdentitySampler(k), passes=1, sw_batch_size=2,
+                                    overlap=0.5, mode="gaussian", seed=args.seed, flip_versions=k > 1)
         return dataclasses.replace(method, alpha=a).window_inferer(versions=k, passes=1, seed=args.seed)
 
     def score(name, estimate):
@@ -121,9 +188,22 @@ def main(argv=None) -> int:
     if method.flip_versions:
         plain = dataclasses.replace(method, flip_versions=False).window_inferer(versions=8, passes=1, seed=args.seed)
         score("K8, no flips", denoise_with_network(net, source.image, plain))
+    for other in args.infer_seeds:
+        from cet_monai.normalize import TomogramNormalizer
+
+        sim_b = simulate_tomogram(shape=(64, 128, 128), snr=args.snr, seed=other, **SETTINGS[args.setting])
+        gauss_b = best_gaussian(sim_b.noisy, sim_b.clean)
+        norm_b = TomogramNormalizer().fit(sim_b.noisy)
+        image_b = torch.as_tensor(norm_b.transform(sim_b.noisy), dtype=torch.float32)[None]
+        method_b = method.with_spectrum(method.estimate_spectrum(image_b, seed=args.seed))
+        out_b = norm_b.inverse(denoise_with_network(net, image_b, method_b.window_inferer(versions=8, passes=1, seed=args.seed)))
+        print(json.dumps({"setting": args.setting, "snr": args.snr, "seed": args.seed, "overrides": overrides,
+                          "variant": f"K8 on the seed-{other} tomogram", "gain_db": round(float(psnr(out_b, sim_b.clean) - gauss_b["psnr"].value), 3),
+                          "ssim": round(float(ssim(out_b, sim_b.clean)), 4)}), flush=True)
     if args.inference:
         score("K32", denoise_with_network(net, source.image, inferer(32, alpha)))
         score("on y, no draw", denoise_with_network(net, source.image, inferer(1, 0.0)))
+        score("on y, 8 flipped copies", denoise_with_network(net, source.image, inferer(8, 0.0)))
         score("K8, a/2", denoise_with_network(net, source.image, inferer(8, 0.5 * alpha)))
         score("K8, 0.7 a", denoise_with_network(net, source.image, inferer(8, 0.7 * alpha)))
     if args.shell_blend:
