@@ -241,3 +241,15 @@ def test_per_patch_split_pipeline_with_margin():
     assert len(out) == 4
     assert all(o["image"].shape == o["label"].shape == (1, 8, 8, 8) for o in out)
     assert all(o["patch_margin"].tolist() == [0, 0, 0] for o in out)
+
+
+def test_margin_wider_than_the_volume_reflects_again():
+    """A 24-voxel noise margin on a 12-voxel-thin tomogram: numpy reflects repeatedly, so each
+    patch equals the same block cut from the whole volume reflect-padded by the margin."""
+    vol = _vol((1, 12, 20, 20))
+    t = RandTomogramPatchd("image", patch_size=(8, 16, 16), num_samples=4, margin=24).set_random_state(3)
+    padded = np.pad(vol[0], 24, mode="reflect")
+    for o in t({"image": vol}):
+        assert tuple(o["image"].shape) == (1, 8 + 48, 16 + 48, 16 + 48)
+        z, y, x = (int(v) for v in o["patch_start"])
+        np.testing.assert_array_equal(np.asarray(o["image"][0]), padded[z:z + 56, y:y + 64, x:x + 64])

@@ -93,7 +93,9 @@ class RandTomogramPatchd(Randomizable, MapTransform, InvertibleTransform, MultiS
         num_samples: patches per call.
         margin: extra voxels read on every side of the central patch (int or ZYX), e.g. for the
             per-patch Fourier modes, which crop it away after masking. Where the margin leaves
-            the volume it is filled by ``pad_mode`` (numpy ``np.pad`` mode, default "reflect").
+            the volume it is filled by ``pad_mode`` (numpy ``np.pad`` mode, default "reflect"; numpy
+            reflects again where the margin is wider than the volume, e.g. a 24-voxel margin on a
+            16-voxel axis).
         mask_key: optional key of a specimen mask (``(Z, Y, X)`` or ``(1, Z, Y, X)``, nonzero =
             specimen); only positions whose central patch is at least ``min_mask_fraction``
             specimen are used (if none qualifies, the positions with the largest fraction).
@@ -276,8 +278,6 @@ class RandTomogramPatchd(Randomizable, MapTransform, InvertibleTransform, MultiS
         for k in keys[1:]:
             if tuple(d[k].shape[1:]) != shape:
                 raise ValueError(f"{k!r} has spatial shape {tuple(d[k].shape[1:])}, {keys[0]!r} has {shape}.")
-        if any(m >= s for m, s in zip(self.margin, shape)) and self.pad_mode == "reflect":
-            raise ValueError(f"margin {self.margin} must be smaller than the volume {shape} for reflect padding.")
         mask = d.get(self.mask_key) if self.mask_key is not None else None
         if self.mask_key is not None and mask is None:
             raise KeyError(f"mask key {self.mask_key!r} is not in the data.")
