@@ -17,6 +17,10 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
   ``docs/denoising.md``, eighth pass);
 * ``--infer-seeds N ...``: the trained network also denoises other seeds' tomograms (same
   setting, each with its own estimated spectrum): how much it has specialised to its own;
+* ``--spectrum-scale F``, ``--relative-level``, ``--fixed-noise M``: the estimate times ``F``;
+  each local noise level divided by the tomogram's median for that shape; each patch's noise
+  cut from one of ``M`` whole-tomogram noise volumes drawn once (``M = 1``: a fixed synthetic
+  even/odd split) instead of drawn fresh (probes, not methods; ``docs/denoising.md``, eighth pass);
 * ``--shell-blend``: per radial shell (0.02 cycles/voxel) the estimate ``b * output + c * y`` with
   ``b, c`` fitted (1) with the clean tomogram (an oracle, an upper bound) and (2) without it, on
   held-out recorrupted pairs ``(y + a z / sqrt 2, y - sqrt 2 z / a)`` whose noises are
@@ -93,6 +97,16 @@ def main(argv=None) -> int:
                    help="also denoise the tomograms of these seeds (same setting) with the network trained on --seed, "
                         "each with its own estimated spectrum: a network that has specialised to its own tomogram's noise "
                         "does better on another")
+    p.add_argument("--relative-level", action="store_true",
+                   help="divide each patch's / window's local noise level by the tomogram's median level for that "
+                        "shape: the spectrum's own scale where noise dominates is kept, only the variation is applied")
+    p.add_argument("--spectrum-scale", type=float, default=1.0,
+                   help="multiply the estimated spectrum by this factor (>1: stronger drawn noise, which also pairs "
+                        "input and target noises with a negative correlation of P - factor P); a probe, not a method")
+    p.add_argument("--fixed-noise", type=int, default=0, metavar="M",
+                   help="train on M fixed whole-tomogram noise volumes drawn once (each patch's noise cut from one of "
+                        "them at the patch's place), not fresh noise per patch: with M = 1 the pairs (y + z, y - z) are one "
+                        "fixed synthetic even/odd split, as in two-halves Noise2Noise; inference unchanged")
     p.add_argument("--realisations", type=int, default=24, help="noise reconstructions for --oracle-spectrum expected")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -157,6 +171,66 @@ def main(argv=None) -> int:
             return NoiseSpectrum(spec.grid / (2.0 - fraction), {**spec.info, "wiener_draws": True})
 
         RecorruptedPairs.estimate_spectrum = wiener_estimate
+    if args.fixed_noise:
+        from cet_monai.transforms import recorrupt as _rc
+
+        fixed_state = {"volumes": None, "start": None, "rng": np.random.default_rng(args.seed)}
+        plain_pair_call = _rc.RandRecorruptedPaird.__call__
+
+        def pair_call(self, data):
+            start = data.get("patch_start")  # validation pairs (no patch place) keep fresh noise
+            fixed_state["start"] = None if start is None else [int(v) for v in np.asarray(start).reshape(-1)]
+            return plain_pair_call(self, data)
+
+        def fixed_colored_noise(white, spectrum):
+            if fixed_state["start"] is None:
+                return colored_noise(white, spectrum)
+            if fixed_state["volumes"] is None:  # drawn on the whole tomogram's grid: its exact spectrum
+                gen = torch.Generator().manual_seed(10_000 + args.seed)
+                shape = sim.noisy.shape
+                fixed_state["volumes"] = [colored_noise(torch.randn((1,) + shape, generator=gen), spectrum)[0].numpy()
+                                          for _ in range(args.fixed_noise)]
+            size = white.shape[-3:]
+            margin = [(n - p) // 2 for n, p in zip(size, (32, 32, 32))]
+            out = []
+            for _ in range(white.shape[0]):
+                vol = fixed_state["volumes"][int(fixed_state["rng"].integers(args.fixed_noise))]
+                idx = [np.arange(st - m, st - m + n) % d for st, m, n, d in zip(fixed_state["start"], margin, size, vol.shape)]
+                out.append(vol[np.ix_(*idx)])
+            return torch.from_numpy(np.stack(out)).to(white.device)
+
+        _rc.RandRecorruptedPaird.__call__ = pair_call
+        _rc.colored_noise = fixed_colored_noise
+    if args.spectrum_scale != 1.0:
+        from cet_monai.methods import RecorruptedPairs
+
+        unscaled_estimate = RecorruptedPairs.estimate_spectrum
+        RecorruptedPairs.estimate_spectrum = lambda self, image, seed=0: unscaled_estimate(self, image, seed).scaled(args.spectrum_scale)
+    if args.relative_level:
+        from cet_monai import noise_spectrum as _ns
+        from cet_monai.normalize import TomogramNormalizer
+        from cet_monai.transforms import recorrupt as _rc
+
+        absolute_level = _ns.local_noise_level
+        normalised = torch.as_tensor(TomogramNormalizer().fit(sim.noisy).transform(sim.noisy), dtype=torch.float32)
+        medians = {}
+
+        def relative_level(patches, spectrum):
+            shape = tuple(int(n) for n in patches.shape[-3:])
+            key = (id(spectrum), shape)
+            if key not in medians:
+                gen = np.random.default_rng(0)
+                padded = np.pad(normalised.numpy(), [(max(0, s - n),) * 2 for s, n in zip(shape, normalised.shape)], mode="reflect")
+                crops = []
+                for _ in range(128):
+                    st = [gen.integers(0, n - s + 1) for n, s in zip(padded.shape, shape)]
+                    crops.append(padded[tuple(slice(a, a + s) for a, s in zip(st, shape))])
+                medians[key] = float(absolute_level(torch.from_numpy(np.stack(crops)), spectrum).median())
+                print(json.dumps({"median local level": medians[key], "shape": shape}), flush=True)
+            return absolute_level(patches, spectrum) / medians[key]
+
+        _ns.local_noise_level = relative_level
+        _rc.local_noise_level = relative_level
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         wf = train("recorrupted", output_dir=tmp, volume=sim.noisy.astype(np.float32), seed=args.seed, progress=False, **overrides)
