@@ -76,41 +76,9 @@ def _fit_blend(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, shell: torch.T
     return gram, rhs
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--setting", default="wbp", choices=list(SETTINGS))
-    p.add_argument("--snr", type=float, default=0.02)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--inference", action="store_true", help="also score the inference variants")
-    p.add_argument("--shell-blend", action="store_true", help="also score the per-shell blends")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--oracle-spectrum", nargs="?", const="smoothed", choices=("smoothed", "expected"),
-                   help="train and denoise with the TRUE noise spectrum instead of the estimate (not a method): "
-                        "'smoothed' (default) the 5x5x5 average of the periodogram of normalised noisy minus normalised "
-                        "clean; 'expected' the mean periodogram of --realisations fresh noise reconstructions of the same "
-                        "tilt series (no smoothing: the missing wedge and the zero at DC stay sharp)")
-    p.add_argument("--wiener-draws", action="store_true",
-                   help="draw the noise with P / (2 - P / T) instead of P (T: the tomogram's smoothed periodogram): "
-                        "averaged over draws, a linear network then gives the Wiener filter of y itself")
-    p.add_argument("--infer-seeds", type=int, nargs="*", default=[],
-                   help="also denoise the tomograms of these seeds (same setting) with the network trained on --seed, "
-                        "each with its own estimated spectrum: a network that has specialised to its own tomogram's noise "
-                        "does better on another")
-    p.add_argument("--relative-level", action="store_true",
-                   help="divide each patch's / window's local noise level by the tomogram's median level for that "
-                        "shape: the spectrum's own scale where noise dominates is kept, only the variation is applied")
-    p.add_argument("--spectrum-scale", type=float, default=1.0,
-                   help="multiply the estimated spectrum by this factor (>1: stronger drawn noise, which also pairs "
-                        "input and target noises with a negative correlation of P - factor P); a probe, not a method")
-    p.add_argument("--fixed-noise", type=int, default=0, metavar="M",
-                   help="train on M fixed whole-tomogram noise volumes drawn once (each patch's noise cut from one of "
-                        "them at the patch's place), not fresh noise per patch: with M = 1 the pairs (y + z, y - z) are one "
-                        "fixed synthetic even/odd split, as in two-halves Noise2Noise; inference unchanged")
-    p.add_argument("--realisations", type=int, default=24, help="noise reconstructions for --oracle-spectrum expected")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.overrides)}
+def record_noise_realisations(args) -> list:
+    """With ``--oracle-spectrum expected``: make the simulator also reconstruct fresh projection
+    noise; returns the list it fills (empty otherwise). Call before ``simulate_tomogram``."""
     extra_noise = []
     if args.oracle_spectrum == "expected":
         from cet_monai.data import simulate as _simulate
@@ -129,8 +97,12 @@ def main(argv=None) -> int:
             return out
 
         _simulate._tilt_series = recording
-    sim = simulate_tomogram(shape=(64, 128, 128), snr=args.snr, seed=args.seed, **SETTINGS[args.setting])
-    gauss = best_gaussian(sim.noisy, sim.clean)
+    return extra_noise
+
+
+def install_probes(args, sim, extra_noise: list) -> None:
+    """Replace pieces of the library for the probes the options ask for (oracle spectra, Wiener-weighted
+    or scaled draws, fixed noise volumes, relative noise levels); none is a method."""
     if args.oracle_spectrum == "expected":
         from cet_monai.methods import RecorruptedPairs
         from cet_monai.noise_spectrum import NoiseSpectrum, periodogram, radial_profile
@@ -180,6 +152,7 @@ def main(argv=None) -> int:
         def pair_call(self, data):
             start = data.get("patch_start")  # validation pairs (no patch place) keep fresh noise
             fixed_state["start"] = None if start is None else [int(v) for v in np.asarray(start).reshape(-1)]
+            fixed_state["margin"] = [int(v) for v in np.asarray(data.get("patch_margin", 0)).reshape(-1)]
             return plain_pair_call(self, data)
 
         def fixed_colored_noise(white, spectrum):
@@ -191,7 +164,7 @@ def main(argv=None) -> int:
                 fixed_state["volumes"] = [colored_noise(torch.randn((1,) + shape, generator=gen), spectrum)[0].numpy()
                                           for _ in range(args.fixed_noise)]
             size = white.shape[-3:]
-            margin = [(n - p) // 2 for n, p in zip(size, (32, 32, 32))]
+            margin = fixed_state["margin"] * 3 if len(fixed_state["margin"]) == 1 else fixed_state["margin"]
             out = []
             for _ in range(white.shape[0]):
                 vol = fixed_state["volumes"][int(fixed_state["rng"].integers(args.fixed_noise))]
@@ -231,6 +204,47 @@ def main(argv=None) -> int:
 
         _ns.local_noise_level = relative_level
         _rc.local_noise_level = relative_level
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--setting", default="wbp", choices=list(SETTINGS))
+    p.add_argument("--snr", type=float, default=0.02)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--inference", action="store_true", help="also score the inference variants")
+    p.add_argument("--shell-blend", action="store_true", help="also score the per-shell blends")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--oracle-spectrum", nargs="?", const="smoothed", choices=("smoothed", "expected"),
+                   help="train and denoise with the TRUE noise spectrum instead of the estimate (not a method): "
+                        "'smoothed' (default) the 5x5x5 average of the periodogram of normalised noisy minus normalised "
+                        "clean; 'expected' the mean periodogram of --realisations fresh noise reconstructions of the same "
+                        "tilt series (no smoothing: the missing wedge and the zero at DC stay sharp)")
+    p.add_argument("--wiener-draws", action="store_true",
+                   help="draw the noise with P / (2 - P / T) instead of P (T: the tomogram's smoothed periodogram): "
+                        "averaged over draws, a linear network then gives the Wiener filter of y itself")
+    p.add_argument("--infer-seeds", type=int, nargs="*", default=[],
+                   help="also denoise the tomograms of these seeds (same setting) with the network trained on --seed, "
+                        "each with its own estimated spectrum: a network that has specialised to its own tomogram's noise "
+                        "does better on another")
+    p.add_argument("--relative-level", action="store_true",
+                   help="divide each patch's / window's local noise level by the tomogram's median level for that "
+                        "shape: the spectrum's own scale where noise dominates is kept, only the variation is applied")
+    p.add_argument("--spectrum-scale", type=float, default=1.0,
+                   help="multiply the estimated spectrum by this factor (>1: stronger drawn noise, which also pairs "
+                        "input and target noises with a negative correlation of P - factor P); a probe, not a method")
+    p.add_argument("--fixed-noise", type=int, default=0, metavar="M",
+                   help="train on M fixed whole-tomogram noise volumes drawn once (each patch's noise cut from one of "
+                        "them at the patch's place), not fresh noise per patch: with M = 1 the pairs (y + z, y - z) are one "
+                        "fixed synthetic even/odd split, as in two-halves Noise2Noise; inference unchanged")
+    p.add_argument("--realisations", type=int, default=24, help="noise reconstructions for --oracle-spectrum expected")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.overrides)}
+    extra_noise = record_noise_realisations(args)
+    sim = simulate_tomogram(shape=(64, 128, 128), snr=args.snr, seed=args.seed, **SETTINGS[args.setting])
+    gauss = best_gaussian(sim.noisy, sim.clean)
+    install_probes(args, sim, extra_noise)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         wf = train("recorrupted", output_dir=tmp, volume=sim.noisy.astype(np.float32), seed=args.seed, progress=False, **overrides)
