@@ -20,7 +20,9 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
 * ``--spectrum-scale F``, ``--relative-level``, ``--fixed-noise M``: the estimate times ``F``;
   each local noise level divided by the tomogram's median for that shape; each patch's noise
   cut from one of ``M`` whole-tomogram noise volumes drawn once (``M = 1``: a fixed synthetic
-  even/odd split) instead of drawn fresh (probes, not methods; ``docs/denoising.md``, eighth pass);
+  even/odd split) instead of drawn fresh; with ``--oracle-spectrum expected --real-noise`` those
+  volumes are fresh noise reconstructions of the same tilt series (probes, not methods;
+  ``docs/denoising.md``, eighth pass);
 * ``--shell-blend``: per radial shell (0.02 cycles/voxel) the estimate ``b * output + c * y`` with
   ``b, c`` fitted (1) with the clean tomogram (an oracle, an upper bound) and (2) without it, on
   held-out recorrupted pairs ``(y + a z / sqrt 2, y - sqrt 2 z / a)`` whose noises are
@@ -143,7 +145,10 @@ def install_probes(args, sim, extra_noise: list) -> None:
             return NoiseSpectrum(spec.grid / (2.0 - fraction), {**spec.info, "wiener_draws": True})
 
         RecorruptedPairs.estimate_spectrum = wiener_estimate
+    if args.real_noise and (args.oracle_spectrum != "expected" or not 0 < args.fixed_noise <= len(extra_noise)):
+        raise SystemExit(f"--real-noise needs --oracle-spectrum expected and 1 <= --fixed-noise <= {len(extra_noise)}")
     if args.fixed_noise:
+        from cet_monai.normalize import TomogramNormalizer
         from cet_monai.transforms import recorrupt as _rc
 
         fixed_state = {"volumes": None, "start": None, "rng": np.random.default_rng(args.seed)}
@@ -158,6 +163,9 @@ def install_probes(args, sim, extra_noise: list) -> None:
         def fixed_colored_noise(white, spectrum):
             if fixed_state["start"] is None:
                 return colored_noise(white, spectrum)
+            if fixed_state["volumes"] is None and args.real_noise:
+                scale = sim.params["noise_sigma_per_projection_pixel"] * np.sqrt(2.0) / TomogramNormalizer().fit(sim.noisy).std
+                fixed_state["volumes"] = [(scale * n).astype(np.float32) for n in extra_noise[:args.fixed_noise]]
             if fixed_state["volumes"] is None:  # drawn on the whole tomogram's grid: its exact spectrum
                 gen = torch.Generator().manual_seed(10_000 + args.seed)
                 shape = sim.noisy.shape
@@ -237,6 +245,10 @@ def main(argv=None) -> int:
                    help="train on M fixed whole-tomogram noise volumes drawn once (each patch's noise cut from one of "
                         "them at the patch's place), not fresh noise per patch: with M = 1 the pairs (y + z, y - z) are one "
                         "fixed synthetic even/odd split, as in two-halves Noise2Noise; inference unchanged")
+    p.add_argument("--real-noise", action="store_true",
+                   help="with --oracle-spectrum expected and --fixed-noise M: the M noise volumes are fresh noise "
+                        "reconstructions of the simulation's own tilt series (real reconstruction noise, not a Gaussian "
+                        "field drawn with its spectrum)")
     p.add_argument("--realisations", type=int, default=24, help="noise reconstructions for --oracle-spectrum expected")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
