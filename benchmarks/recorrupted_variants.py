@@ -105,14 +105,16 @@ def record_noise_realisations(args) -> list:
 def install_probes(args, sim, extra_noise: list) -> None:
     """Replace pieces of the library for the probes the options ask for (oracle spectra, Wiener-weighted
     or scaled draws, fixed noise volumes, relative noise levels); none is a method."""
+    from cet_monai.normalize import TomogramNormalizer
+
+    norm = TomogramNormalizer().fit(sim.noisy)  # the training source's normaliser (same percentiles)
+    # the simulated noise reconstructions (extra_noise) in the normalised tomogram's units
+    noise_scale = sim.params["noise_sigma_per_projection_pixel"] * np.sqrt(2.0) / norm.std
     if args.oracle_spectrum == "expected":
         from cet_monai.methods import RecorruptedPairs
         from cet_monai.noise_spectrum import NoiseSpectrum, periodogram, radial_profile
-        from cet_monai.normalize import TomogramNormalizer
 
-        norm = TomogramNormalizer().fit(sim.noisy)
-        s = sim.params["noise_sigma_per_projection_pixel"] * np.sqrt(2.0) / norm.std  # noise scale, normalised units
-        mean_power = sum(periodogram(s * n) for n in extra_noise) / len(extra_noise)
+        mean_power = sum(periodogram(noise_scale * n) for n in extra_noise) / len(extra_noise)
         _, measured = radial_profile(periodogram(norm.transform(sim.noisy).astype(np.float64) - norm.transform(sim.clean)))
         _, expected = radial_profile(mean_power)
         print(json.dumps({"this noise / expected spectrum per shell": [round(float(v), 3) for v in measured / expected]}))
@@ -123,9 +125,7 @@ def install_probes(args, sim, extra_noise: list) -> None:
 
         from cet_monai.methods import RecorruptedPairs
         from cet_monai.noise_spectrum import NoiseSpectrum, periodogram
-        from cet_monai.normalize import TomogramNormalizer
 
-        norm = TomogramNormalizer().fit(sim.noisy)  # the source's normaliser (same percentiles)
         noise = norm.transform(sim.noisy).astype(np.float64) - norm.transform(sim.clean)
         oracle = NoiseSpectrum(ndimage.uniform_filter(periodogram(noise), size=5, mode="wrap"), {"estimator": "oracle"})
         RecorruptedPairs.estimate_spectrum = lambda self, image, seed=0: oracle
@@ -148,7 +148,6 @@ def install_probes(args, sim, extra_noise: list) -> None:
     if args.real_noise and (args.oracle_spectrum != "expected" or not 0 < args.fixed_noise <= len(extra_noise)):
         raise SystemExit(f"--real-noise needs --oracle-spectrum expected and 1 <= --fixed-noise <= {len(extra_noise)}")
     if args.fixed_noise:
-        from cet_monai.normalize import TomogramNormalizer
         from cet_monai.transforms import recorrupt as _rc
 
         fixed_state = {"volumes": None, "start": None, "rng": np.random.default_rng(args.seed)}
@@ -164,8 +163,7 @@ def install_probes(args, sim, extra_noise: list) -> None:
             if fixed_state["start"] is None:
                 return colored_noise(white, spectrum)
             if fixed_state["volumes"] is None and args.real_noise:
-                scale = sim.params["noise_sigma_per_projection_pixel"] * np.sqrt(2.0) / TomogramNormalizer().fit(sim.noisy).std
-                fixed_state["volumes"] = [(scale * n).astype(np.float32) for n in extra_noise[:args.fixed_noise]]
+                fixed_state["volumes"] = [(noise_scale * n).astype(np.float32) for n in extra_noise[:args.fixed_noise]]
             if fixed_state["volumes"] is None:  # drawn on the whole tomogram's grid: its exact spectrum
                 gen = torch.Generator().manual_seed(10_000 + args.seed)
                 shape = sim.noisy.shape
@@ -189,11 +187,10 @@ def install_probes(args, sim, extra_noise: list) -> None:
         RecorruptedPairs.estimate_spectrum = lambda self, image, seed=0: unscaled_estimate(self, image, seed).scaled(args.spectrum_scale)
     if args.relative_level:
         from cet_monai import noise_spectrum as _ns
-        from cet_monai.normalize import TomogramNormalizer
         from cet_monai.transforms import recorrupt as _rc
 
         absolute_level = _ns.local_noise_level
-        normalised = torch.as_tensor(TomogramNormalizer().fit(sim.noisy).transform(sim.noisy), dtype=torch.float32)
+        normalised = torch.as_tensor(norm.transform(sim.noisy), dtype=torch.float32)
         medians = {}
 
         def relative_level(patches, spectrum):
