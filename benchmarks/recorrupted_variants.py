@@ -23,6 +23,10 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
   even/odd split) instead of drawn fresh; with ``--oracle-spectrum expected --real-noise`` those
   volumes are fresh noise reconstructions of the same tilt series (probes, not methods;
   ``docs/denoising.md``, eighth pass);
+* ``--halves-noise [swapped|fixed]``, ``--on-halves``, ``--clip {both,input,target}``: train on the
+  simulation's own even/odd halves as the pairs (two-halves Noise2Noise through this method's
+  pipeline); score the network on the two halves as Noise2Noise is applied; clip pairs and draws
+  as the halves are clipped when normalised (probes: ``docs/denoising.md``, ninth pass);
 * ``--shell-blend``: per radial shell (0.02 cycles/voxel) the estimate ``b * output + c * y`` with
   ``b, c`` fitted (1) with the clean tomogram (an oracle, an upper bound) and (2) without it, on
   held-out recorrupted pairs ``(y + a z / sqrt 2, y - sqrt 2 z / a)`` whose noises are
@@ -162,6 +166,8 @@ def install_probes(args, sim, extra_noise: list) -> None:
         def fixed_colored_noise(white, spectrum):
             if fixed_state["start"] is None:
                 return colored_noise(white, spectrum)
+            if fixed_state["volumes"] is None and args.halves_noise:  # y + z = even, y - z = odd: two-halves Noise2Noise's pair
+                fixed_state["volumes"] = [((sim.even.astype(np.float64) - sim.odd) / 2 / norm.std).astype(np.float32)]
             if fixed_state["volumes"] is None and args.real_noise:
                 fixed_state["volumes"] = [(noise_scale * n).astype(np.float32) for n in extra_noise[:args.fixed_noise]]
             if fixed_state["volumes"] is None:  # drawn on the whole tomogram's grid: its exact spectrum
@@ -175,7 +181,9 @@ def install_probes(args, sim, extra_noise: list) -> None:
             for _ in range(white.shape[0]):
                 vol = fixed_state["volumes"][int(fixed_state["rng"].integers(args.fixed_noise))]
                 idx = [np.arange(st - m, st - m + n) % d for st, m, n, d in zip(fixed_state["start"], margin, size, vol.shape)]
-                out.append(vol[np.ix_(*idx)])
+                cut = vol[np.ix_(*idx)]
+                # the halves' pairs both ways round (even -> odd and odd -> even), as Noise2Noise swaps them
+                out.append(-cut if args.halves_noise == "swapped" and fixed_state["rng"].random() < 0.5 else cut)
             return torch.from_numpy(np.stack(out)).to(white.device)
 
         _rc.RandRecorruptedPaird.__call__ = pair_call
@@ -185,6 +193,29 @@ def install_probes(args, sim, extra_noise: list) -> None:
 
         unscaled_estimate = RecorruptedPairs.estimate_spectrum
         RecorruptedPairs.estimate_spectrum = lambda self, image, seed=0: unscaled_estimate(self, image, seed).scaled(args.spectrum_scale)
+    if args.clip != "none":
+        from cet_monai.inferers import samplers as _samplers
+        from cet_monai.transforms import recorrupt as _rc
+
+        bounds = ((norm.lower_value - norm.mean) / norm.std, (norm.upper_value - norm.mean) / norm.std)
+        unclipped_pairs = _rc.RandRecorruptedPaird.__call__
+
+        def clipped_pairs(self, data):
+            items = unclipped_pairs(self, data)
+            for item in items:
+                for key in {"both": ("image", "label"), "input": ("image",), "target": ("label",)}[args.clip]:
+                    item[key] = item[key].clamp(*bounds)
+            return items
+
+        _rc.RandRecorruptedPaird.__call__ = clipped_pairs
+        if args.clip in ("both", "input"):
+            unclipped_versions = _samplers.RecorruptedSampler.versions
+
+            def clipped_versions(self, windows, generator, count=None):
+                versions, extra = unclipped_versions(self, windows, generator, count)
+                return versions.clamp(*bounds), extra
+
+            _samplers.RecorruptedSampler.versions = clipped_versions
     if args.relative_level:
         from cet_monai import noise_spectrum as _ns
         from cet_monai.transforms import recorrupt as _rc
@@ -247,7 +278,24 @@ def main(argv=None) -> int:
                         "reconstructions of the simulation's own tilt series (real reconstruction noise, not a Gaussian "
                         "field drawn with its spectrum)")
     p.add_argument("--realisations", type=int, default=24, help="noise reconstructions for --oracle-spectrum expected")
+    p.add_argument("--halves-noise", nargs="?", const="swapped", choices=("swapped", "fixed"), default=None,
+                   help="train on the fixed noise z = (even - odd) / 2 of the simulation's own half tomograms (with a = 1 the "
+                        "pairs (y + z, y - z) ARE the even/odd halves, clipping aside): two-halves Noise2Noise through this "
+                        "method's pipeline; 'swapped' (default) flips z's sign at random per patch (odd -> even as well, as "
+                        "Noise2Noise swaps the halves), 'fixed' always even -> odd")
+    p.add_argument("--on-halves", action="store_true",
+                   help="also score the network as two-halves Noise2Noise is applied: the mean of its outputs on the "
+                        "simulation's even and odd half tomograms, each in 8 flipped copies (the halves are not a "
+                        "single-tomogram input: a probe)")
+    p.add_argument("--clip", default="none", choices=("none", "both", "input", "target"),
+                   help="clip the pairs' input and/or target (and, for the input, the inference draws y + a z) to the "
+                        "normaliser's percentile bounds, as the even/odd halves are clipped when normalised (6 %% of a "
+                        "half's voxels at SNR 0.05, 1 %% of the tomogram's); a probe, not a method setting: it helped the "
+                        "SIRT-like tomogram at SNR 0.05 and lost at SNR 0.1 and on the membrane phantom (docs/denoising.md, "
+                        "ninth pass)")
     args = p.parse_args(argv)
+    if args.halves_noise:
+        args.fixed_noise = 1
     torch.set_num_threads(args.threads)
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.overrides)}
     extra_noise = record_noise_realisations(args)
@@ -297,6 +345,9 @@ def main(argv=None) -> int:
         print(json.dumps({"setting": args.setting, "snr": args.snr, "seed": args.seed, "overrides": overrides,
                           "variant": f"K8 on the seed-{other} tomogram", "gain_db": round(float(psnr(out_b, sim_b.clean) - gauss_b["psnr"].value), 3),
                           "ssim": round(float(ssim(out_b, sim_b.clean)), 4)}), flush=True)
+    if args.on_halves:
+        halves = [torch.as_tensor(source.normalizer.transform(h), dtype=torch.float32)[None] for h in (sim.even, sim.odd)]
+        score("on the two halves, 8 flipped copies each", np.mean([denoise_with_network(net, h, inferer(8, 0.0)) for h in halves], axis=0))
     if args.inference:
         score("K32", denoise_with_network(net, source.image, inferer(32, alpha)))
         score("on y, no draw", denoise_with_network(net, source.image, inferer(1, 0.0)))
