@@ -28,9 +28,9 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from recorrupted_variants import noise_halves_recorded  # noqa: E402
 from single_tomogram import SETTINGS, slope  # noqa: E402
 
-from cet_monai.data import simulate as _simulate  # noqa: E402
 from cet_monai.data import simulate_tomogram  # noqa: E402
 from cet_monai.metrics import best_gaussian, psnr, ssim  # noqa: E402
 from cet_monai.workflows import denoise_with_network, train  # noqa: E402
@@ -44,27 +44,12 @@ N2N = {"iterations": 1600, "epoch_length": 50, "patches_per_item": 4, "pairs_per
 def fresh_noise_tomograms(args):
     """Simulate the tomogram; also reconstruct ``args.fresh`` fresh noise realisations of its tilt
     series. Returns the simulation and a list of fresh ``(even, odd, full)`` tomograms of its clean one."""
-    extra = []
-    tilt_series = _simulate._tilt_series
-
-    def recording(*a, **kw):
-        out = tilt_series(*a, **kw)
-        for r in range(args.fresh):
-            a_r = list(a)
-            a_r[5] = np.random.default_rng(20_000 + r)  # the noise generator: fresh projection noise
-            _, ne, no = tilt_series(*a_r, **kw)
-            extra.append((ne, no))
-        return out
-
-    _simulate._tilt_series = recording
-    try:
+    with noise_halves_recorded(args.fresh, 20_000) as noise_halves:
         sim = simulate_tomogram(shape=(64, 128, 128), snr=args.snr, seed=args.seed, **SETTINGS[args.setting])
-    finally:
-        _simulate._tilt_series = tilt_series
     s = sim.params["noise_sigma_per_projection_pixel"] * np.sqrt(2.0)  # the halves' noise scale (simulate._scale_noise)
     clean = sim.clean.astype(np.float64)
     fresh = []
-    for ne, no in extra:
+    for ne, no in noise_halves:
         even, odd = (clean + s * ne).astype(np.float32), (clean + s * no).astype(np.float32)
         fresh.append((even, odd, ((even.astype(np.float64) + odd) / 2).astype(np.float32)))
     return sim, fresh

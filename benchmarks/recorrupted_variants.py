@@ -39,6 +39,7 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -82,34 +83,41 @@ def _fit_blend(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, shell: torch.T
     return gram, rhs
 
 
-def record_noise_realisations(args) -> list:
-    """With ``--oracle-spectrum expected``: make the simulator also reconstruct fresh projection
-    noise; returns the list it fills (empty otherwise). Call before ``simulate_tomogram``."""
-    extra_noise = []
-    if args.oracle_spectrum == "expected":
-        from cet_monai.data import simulate as _simulate
+@contextlib.contextmanager
+def noise_halves_recorded(count: int, first_seed: int):
+    """While active, the simulator also reconstructs ``count`` fresh realisations of its projection
+    noise (same tilts, filter, wedge and noise profile; generators seeded ``first_seed``,
+    ``first_seed + 1``, ...) after its own tilt series. Yields the list it fills with their
+    ``(even, odd)`` half reconstructions (in the simulator's noise units: times
+    ``noise_sigma_per_projection_pixel * sqrt 2`` they are the tomogram's halves' noise)."""
+    from cet_monai.data import simulate as _simulate
 
-        tilt_series = _simulate._tilt_series
+    halves = []
+    tilt_series = _simulate._tilt_series
 
-        def recording(*a, **kw):
-            """The simulator's own reconstruction, plus ``--realisations`` reconstructions of fresh
-            projection noise (same tilts, filter, wedge and noise profile)."""
-            out = tilt_series(*a, **kw)
-            for r in range(args.realisations):
-                a_r = list(a)
-                a_r[5] = np.random.default_rng(10_000 + r)
-                _, ne, no = tilt_series(*a_r, **kw)
-                extra_noise.extend([(ne + no) / 2, (ne - no) / 2])  # two independent samples of the noise
-            return out
+    def recording(*a, **kw):
+        out = tilt_series(*a, **kw)
+        for r in range(count):
+            a_r = list(a)
+            a_r[5] = np.random.default_rng(first_seed + r)  # the noise generator: fresh projection noise
+            _, ne, no = tilt_series(*a_r, **kw)
+            halves.append((ne, no))
+        return out
 
-        _simulate._tilt_series = recording
-    return extra_noise
+    _simulate._tilt_series = recording
+    try:
+        yield halves
+    finally:
+        _simulate._tilt_series = tilt_series
 
 
-def install_probes(args, sim, extra_noise: list) -> None:
+def install_probes(args, sim, noise_halves: list) -> None:
     """Replace pieces of the library for the probes the options ask for (oracle spectra, Wiener-weighted
-    or scaled draws, fixed noise volumes, relative noise levels); none is a method."""
+    or scaled draws, fixed noise volumes, relative noise levels); none is a method. ``noise_halves``:
+    the fresh noise reconstructions :func:`noise_halves_recorded` made with the simulation."""
     from cet_monai.normalize import TomogramNormalizer
+
+    extra_noise = [v for ne, no in noise_halves for v in ((ne + no) / 2, (ne - no) / 2)]  # two independent samples each
 
     norm = TomogramNormalizer().fit(sim.noisy)  # the training source's normaliser (same percentiles)
     # the simulated noise reconstructions (extra_noise) in the normalised tomogram's units
@@ -298,10 +306,10 @@ def main(argv=None) -> int:
         args.fixed_noise = 1
     torch.set_num_threads(args.threads)
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.overrides)}
-    extra_noise = record_noise_realisations(args)
-    sim = simulate_tomogram(shape=(64, 128, 128), snr=args.snr, seed=args.seed, **SETTINGS[args.setting])
+    with noise_halves_recorded(args.realisations if args.oracle_spectrum == "expected" else 0, 10_000) as noise_halves:
+        sim = simulate_tomogram(shape=(64, 128, 128), snr=args.snr, seed=args.seed, **SETTINGS[args.setting])
     gauss = best_gaussian(sim.noisy, sim.clean)
-    install_probes(args, sim, extra_noise)
+    install_probes(args, sim, noise_halves)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         wf = train("recorrupted", output_dir=tmp, volume=sim.noisy.astype(np.float32), seed=args.seed, progress=False, **overrides)
