@@ -113,7 +113,8 @@ def noise_halves_recorded(count: int, first_seed: int):
 
 def install_probes(args, sim, noise_halves: list) -> None:
     """Replace pieces of the library for the probes the options ask for (oracle spectra, Wiener-weighted
-    or scaled draws, fixed noise volumes, relative noise levels); none is a method. ``noise_halves``:
+    or scaled draws, fixed noise volumes or the simulation's own halves as the pairs, clipped pairs,
+    relative noise levels); none is a method. ``noise_halves``:
     the fresh noise reconstructions :func:`noise_halves_recorded` made with the simulation."""
     from cet_monai.normalize import TomogramNormalizer
 
@@ -303,6 +304,8 @@ def main(argv=None) -> int:
                         "ninth pass)")
     args = p.parse_args(argv)
     if args.halves_noise:
+        if args.fixed_noise or args.real_noise:
+            p.error("--halves-noise trains on the one volume (even - odd) / 2: leave out --fixed-noise and --real-noise")
         args.fixed_noise = 1
     torch.set_num_threads(args.threads)
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.overrides)}
