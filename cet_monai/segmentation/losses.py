@@ -1,7 +1,7 @@
 """Dice + cross-entropy for membrane segmentation, with an ignore label.
 
 Label maps hold ``0`` (background), ``1`` (membrane) and ``ignore_index`` (``2`` by default:
-"unknown", as in the seed method and MemBrain-seg): voxels an annotator did not decide. They
+"unknown", as in MemBrain-seg's annotations): voxels an annotator did not decide. They
 must not count, neither in the Dice term nor in the cross-entropy. MONAI 1.6's ``DiceCELoss``
 has no ignore option, so :class:`MaskedDiceCELoss` composes
 

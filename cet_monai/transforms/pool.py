@@ -1,4 +1,4 @@
-"""A pool of whole-tomogram Fourier samples, built once per tomogram (the seed method's way).
+"""Fourier-space Bernoulli sampling's pool: whole-tomogram Fourier samples, built once per tomogram.
 
 Memory: the pool never holds its S samples as float32 in RAM. Samples are computed one at a
 time (one channel's half spectrum, one mask, one inverse FFT in memory) and stored as float16
