@@ -27,6 +27,11 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
   simulation's own even/odd halves as the pairs (two-halves Noise2Noise through this method's
   pipeline); score the network on the two halves as Noise2Noise is applied; clip pairs and draws
   as the halves are clipped when normalised (probes: ``docs/denoising.md``, ninth pass);
+* ``--dropout-passes``: for a network trained with dropout (``--set network_def#dropout=P``): the
+  draws with dropout off (``passes 0``), each of the K draws through its own thinned network
+  (same cost as ``K8``, whose draws share one thinned network per pass), and K = 8 draws x T = 4
+  dropout passes (4x the cost): dropout with Monte-Carlo passes on top of recorrupted pairs
+  (``docs/denoising.md``, tenth pass);
 * ``--shell-blend``: per radial shell (0.02 cycles/voxel) the estimate ``b * output + c * y`` with
   ``b, c`` fitted (1) with the clean tomogram (an oracle, an upper bound) and (2) without it, on
   held-out recorrupted pairs ``(y + a z / sqrt 2, y - sqrt 2 z / a)`` whose noises are
@@ -302,6 +307,9 @@ def main(argv=None) -> int:
                         "half's voxels at SNR 0.05, 1 %% of the tomogram's); a probe, not a method setting: it helped the "
                         "SIRT-like tomogram at SNR 0.05 and lost at SNR 0.1 and on the membrane phantom (docs/denoising.md, "
                         "ninth pass)")
+    p.add_argument("--dropout-passes", action="store_true",
+                   help="with a network trained with dropout (--set network_def#dropout=P): also score the draws with "
+                        "dropout off, each draw through its own thinned network (same cost), and 8 draws x 4 dropout passes")
     args = p.parse_args(argv)
     if args.halves_noise:
         if args.fixed_noise or args.real_noise:
@@ -359,6 +367,12 @@ def main(argv=None) -> int:
     if args.on_halves:
         halves = [torch.as_tensor(source.normalizer.transform(h), dtype=torch.float32)[None] for h in (sim.even, sim.odd)]
         score("on the two halves, 8 flipped copies each", np.mean([denoise_with_network(net, h, inferer(8, 0.0)) for h in halves], axis=0))
+    if args.dropout_passes:
+        score("K8, dropout off", denoise_with_network(net, source.image, method.window_inferer(versions=8, passes=0, seed=args.seed)))
+        own = method.window_inferer(versions=8, passes=1, seed=args.seed)
+        own.sampler.one_network_per_version = True  # draw n -> thinned network n (Self2Self's pairing of masks and networks)
+        score("K8, one thinned network per draw", denoise_with_network(net, source.image, own))
+        score("K8 x T4 dropout passes", denoise_with_network(net, source.image, method.window_inferer(versions=8, passes=4, seed=args.seed)))
     if args.inference:
         score("K32", denoise_with_network(net, source.image, inferer(32, alpha)))
         score("on y, no draw", denoise_with_network(net, source.image, inferer(1, 0.0)))
