@@ -10,7 +10,9 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
 * ``--oracle-spectrum [smoothed|expected]``: the whole run with the true noise's spectrum instead
   of the estimate (not a method): ``smoothed``, the 5x5x5-averaged periodogram of this tomogram's
   noise; ``expected``, the mean periodogram of ``--realisations`` x 2 fresh noise reconstructions
-  of the same tilt series (unsmoothed: the wedge's edges and the zero at DC stay sharp);
+  of the same tilt series (unsmoothed: the wedge's edges and the zero at DC stay sharp); with
+  ``--oracle-hybrid`` mixed with the estimate (the truth's fine structure at the estimate's shell
+  levels, or the reverse; ``docs/denoising.md``, tenth pass);
 * ``--wiener-draws``: the noise drawn with ``P / (2 - P / T)`` (``T``: the tomogram's smoothed
   periodogram), less where the signal dominates: averaged over draws, a *linear* network then
   gives the Wiener filter of ``y`` rather than of ``y + z`` (a hypothesis; measured in
@@ -27,6 +29,10 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
   simulation's own even/odd halves as the pairs (two-halves Noise2Noise through this method's
   pipeline); score the network on the two halves as Noise2Noise is applied; clip pairs and draws
   as the halves are clipped when normalised (probes: ``docs/denoising.md``, ninth pass);
+* ``--low-shells cylindrical``: below the estimator's ``k0`` the estimate replaced by a model
+  separable in cylindrical coordinates about the tilt axis (log power ``A(|k_xz|, angle) +
+  B(|k_y|)``, fitted above ``k0``: small ``|k_xz|`` is measured at large ``|k_y|``, where noise
+  dominates), instead of the library's ramp cap (a probe; ``docs/denoising.md``, tenth pass);
 * ``--dropout-passes``: for a network trained with dropout (``--set network_def#dropout=P``): the
   draws with dropout off (``passes 0``), each of the K draws through its own thinned network
   (same cost as ``K8``, whose draws share one thinned network per pass), and K = 8 draws x T = 4
@@ -130,13 +136,21 @@ def install_probes(args, sim, noise_halves: list) -> None:
     noise_scale = sim.params["noise_sigma_per_projection_pixel"] * np.sqrt(2.0) / norm.std
     if args.oracle_spectrum == "expected":
         from cet_monai.methods import RecorruptedPairs
-        from cet_monai.noise_spectrum import NoiseSpectrum, periodogram, radial_profile
+        from cet_monai.noise_spectrum import NoiseSpectrum, _frequencies, periodogram, radial_profile
 
         mean_power = sum(periodogram(noise_scale * n) for n in extra_noise) / len(extra_noise)
         _, measured = radial_profile(periodogram(norm.transform(sim.noisy).astype(np.float64) - norm.transform(sim.clean)))
         _, expected = radial_profile(mean_power)
         print(json.dumps({"this noise / expected spectrum per shell": [round(float(v), 3) for v in measured / expected]}))
         oracle = NoiseSpectrum(mean_power, {"estimator": "oracle, expected"})
+        if args.oracle_hybrid:
+            estimate = RecorruptedPairs().estimate_spectrum(norm.transform(sim.noisy).astype(np.float32), seed=args.seed)
+            estimated = estimate.on_grid(mean_power.shape, rfft=False)
+            centres, est_profile = radial_profile(estimated)
+            ratio = np.interp(np.sqrt(sum(f**2 for f in _frequencies(mean_power.shape))), centres, est_profile / expected)  # estimate / truth, per |k|
+            grid = mean_power * ratio if args.oracle_hybrid == "estimate-shells" else estimated / ratio
+            print(json.dumps({"hybrid": args.oracle_hybrid, "estimate / expected per shell": [round(float(v), 3) for v in est_profile / expected]}))
+            oracle = NoiseSpectrum(grid, {"estimator": f"oracle hybrid, {args.oracle_hybrid}"})
         RecorruptedPairs.estimate_spectrum = lambda self, image, seed=0: oracle
     elif args.oracle_spectrum:
         from scipy import ndimage
@@ -147,6 +161,45 @@ def install_probes(args, sim, noise_halves: list) -> None:
         noise = norm.transform(sim.noisy).astype(np.float64) - norm.transform(sim.clean)
         oracle = NoiseSpectrum(ndimage.uniform_filter(periodogram(noise), size=5, mode="wrap"), {"estimator": "oracle"})
         RecorruptedPairs.estimate_spectrum = lambda self, image, seed=0: oracle
+    if args.low_shells == "cylindrical":
+        from cet_monai.methods import RecorruptedPairs
+        from cet_monai.noise_spectrum import NoiseSpectrum, _frequencies, periodogram, radial_profile
+
+        plain_estimate = RecorruptedPairs.estimate_spectrum
+        _, true_profile = radial_profile(periodogram(norm.transform(sim.noisy).astype(np.float64) - norm.transform(sim.clean)))
+
+        def cylindrical_estimate(self, image, seed=0):
+            """Below k0, the estimate replaced by a model separable in cylindrical coordinates about
+            the tilt axis (Y): log P = A(|k_xz|, angle in the XZ plane) + B(|k_y|), fitted where
+            |k| >= k0 (small |k_xz| is measured at large |k_y|, small |k_y| at large |k_xz|)."""
+            spec = plain_estimate(self, image, seed)
+            grid, k0 = spec.grid, float(spec.info.get("k0", float("nan")))
+            if not np.isfinite(k0):
+                return spec
+            fz, fy, fx = np.broadcast_arrays(*_frequencies(grid.shape))
+            r = np.hypot(fz, fx)
+            k = np.hypot(r, fy)
+            step = 1.0 / max(grid.shape)
+            n_angles = 90
+            angle = np.rint(np.mod(np.arctan2(fz, fx), np.pi) / np.pi * n_angles).astype(int) % n_angles
+            cell = (np.rint(r / step).astype(int) * n_angles + angle).ravel()
+            ky = np.rint(np.abs(fy) / step).astype(int).ravel()
+            logp = np.log(np.maximum(grid, 1e-6 * float(np.median(grid)))).ravel()
+            trusted = (k >= k0).ravel()
+            a, b = np.zeros(cell.max() + 1), np.zeros(ky.max() + 1)
+            for _ in range(10):  # alternating least squares of the two additive terms
+                a = np.bincount(cell[trusted], logp[trusted] - b[ky[trusted]], a.size) / np.maximum(np.bincount(cell[trusted], None, a.size), 1)
+                b = np.bincount(ky[trusted], logp[trusted] - a[cell[trusted]], b.size) / np.maximum(np.bincount(ky[trusted], None, b.size), 1)
+            model = np.exp(a[cell] + b[ky]).reshape(grid.shape)
+            low = (k < k0) & (k > 0)
+            out = grid.copy()
+            out[low] = model[low]
+            for name, g in (("estimate", grid), ("cylindrical", out)):
+                _, prof = radial_profile(g if g.shape == tuple(sim.noisy.shape) else NoiseSpectrum(g).on_grid(sim.noisy.shape, rfft=False))
+                print(json.dumps({f"{name} / this noise per shell": [round(float(v), 3) for v in prof / true_profile], "k0": k0}), flush=True)
+            return NoiseSpectrum(out, {**spec.info, "low_shells": "cylindrical"})
+
+        RecorruptedPairs.estimate_spectrum = cylindrical_estimate
     if args.wiener_draws:
         from cet_monai.methods import RecorruptedPairs
         from cet_monai.noise_spectrum import NoiseSpectrum, _fine_periodogram
@@ -168,7 +221,7 @@ def install_probes(args, sim, noise_halves: list) -> None:
     if args.fixed_noise:
         from cet_monai.transforms import recorrupt as _rc
 
-        fixed_state = {"volumes": None, "start": None, "rng": np.random.default_rng(args.seed)}
+        fixed_state = {"volumes": None, "start": None, "rng": np.random.default_rng(args.seed if args.train_seed is None else args.train_seed)}
         plain_pair_call = _rc.RandRecorruptedPaird.__call__
 
         def pair_call(self, data):
@@ -185,7 +238,7 @@ def install_probes(args, sim, noise_halves: list) -> None:
             if fixed_state["volumes"] is None and args.real_noise:
                 fixed_state["volumes"] = [(noise_scale * n).astype(np.float32) for n in extra_noise[:args.fixed_noise]]
             if fixed_state["volumes"] is None:  # drawn on the whole tomogram's grid: its exact spectrum
-                gen = torch.Generator().manual_seed(10_000 + args.seed)
+                gen = torch.Generator().manual_seed(10_000 + (args.seed if args.train_seed is None else args.train_seed))
                 shape = sim.noisy.shape
                 fixed_state["volumes"] = [colored_noise(torch.randn((1,) + shape, generator=gen), spectrum)[0].numpy()
                                           for _ in range(args.fixed_noise)]
@@ -261,6 +314,9 @@ def main(argv=None) -> int:
     p.add_argument("--setting", default="wbp", choices=list(SETTINGS))
     p.add_argument("--snr", type=float, default=0.02)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="seed of the training (patches, pairs, fixed noise volumes, initial weights); default --seed: "
+                        "another value trains the same tomogram again")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--inference", action="store_true", help="also score the inference variants")
     p.add_argument("--shell-blend", action="store_true", help="also score the per-shell blends")
@@ -270,6 +326,15 @@ def main(argv=None) -> int:
                         "'smoothed' (default) the 5x5x5 average of the periodogram of normalised noisy minus normalised "
                         "clean; 'expected' the mean periodogram of --realisations fresh noise reconstructions of the same "
                         "tilt series (no smoothing: the missing wedge and the zero at DC stay sharp)")
+    p.add_argument("--oracle-hybrid", choices=("estimate-shells", "estimate-detail"),
+                   help="with --oracle-spectrum expected: 'estimate-shells' the expected spectrum rescaled, shell by shell of "
+                        "|k|, to the estimate's radial profile (the truth's fine structure, the estimate's levels); "
+                        "'estimate-detail' the estimate rescaled to the expected radial profile (the estimate's fine "
+                        "structure, the true levels): which of the two the estimate loses on")
+    p.add_argument("--low-shells", choices=("ramp", "cylindrical"), default="ramp",
+                   help="below the estimator's lowest noise-dominated shell k0: 'ramp' (the library's cap), or "
+                        "'cylindrical': a model separable in cylindrical coordinates about the tilt axis, "
+                        "A(|k_xz|, angle) + B(|k_y|) in log power, fitted above k0 (a probe)")
     p.add_argument("--wiener-draws", action="store_true",
                    help="draw the noise with P / (2 - P / T) instead of P (T: the tomogram's smoothed periodogram): "
                         "averaged over draws, a linear network then gives the Wiener filter of y itself")
@@ -311,6 +376,8 @@ def main(argv=None) -> int:
                    help="with a network trained with dropout (--set network_def#dropout=P): also score the draws with "
                         "dropout off, each draw through its own thinned network (same cost), and 8 draws x 4 dropout passes")
     args = p.parse_args(argv)
+    if args.oracle_hybrid and args.oracle_spectrum != "expected":
+        p.error("--oracle-hybrid mixes the estimate with the expected spectrum: add --oracle-spectrum expected")
     if args.halves_noise:
         if args.fixed_noise or args.real_noise:
             p.error("--halves-noise trains on the one volume (even - odd) / 2: leave out --fixed-noise and --real-noise")
@@ -323,7 +390,8 @@ def main(argv=None) -> int:
     install_probes(args, sim, noise_halves)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        wf = train("recorrupted", output_dir=tmp, volume=sim.noisy.astype(np.float32), seed=args.seed, progress=False, **overrides)
+        train_seed = args.seed if args.train_seed is None else args.train_seed
+        wf = train("recorrupted", output_dir=tmp, volume=sim.noisy.astype(np.float32), seed=train_seed, progress=False, **overrides)
         train_s = time.perf_counter() - t0
     net = wf.parser.get_parsed_content("network").eval()
     source = wf.parser.get_parsed_content("source")
@@ -341,7 +409,8 @@ def main(argv=None) -> int:
 
     def score(name, estimate):
         out = source.normalizer.inverse(np.asarray(estimate, np.float32))
-        row = {"setting": args.setting, "snr": args.snr, "seed": args.seed, "overrides": overrides, "variant": name,
+        row = {"setting": args.setting, "snr": args.snr, "seed": args.seed, **({} if args.train_seed is None else {"train_seed": args.train_seed}),
+               "overrides": overrides, "variant": name,
                "gain_db": round(float(psnr(out, sim.clean) - gauss["psnr"].value), 3), "ssim": round(float(ssim(out, sim.clean)), 4),
                "gaussian_ssim": round(float(gauss["ssim"].value), 4), "slope": round(float(slope(out, sim.clean)), 3),
                "train_s": round(train_s)}
