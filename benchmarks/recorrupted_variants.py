@@ -134,12 +134,13 @@ def install_probes(args, sim, noise_halves: list) -> None:
     norm = TomogramNormalizer().fit(sim.noisy)  # the training source's normaliser (same percentiles)
     # the simulated noise reconstructions (extra_noise) in the normalised tomogram's units
     noise_scale = sim.params["noise_sigma_per_projection_pixel"] * np.sqrt(2.0) / norm.std
+    this_noise = norm.transform(sim.noisy).astype(np.float64) - norm.transform(sim.clean)  # this tomogram's own noise, normalised
     if args.oracle_spectrum == "expected":
         from cet_monai.methods import RecorruptedPairs
         from cet_monai.noise_spectrum import NoiseSpectrum, _frequencies, periodogram, radial_profile
 
         mean_power = sum(periodogram(noise_scale * n) for n in extra_noise) / len(extra_noise)
-        _, measured = radial_profile(periodogram(norm.transform(sim.noisy).astype(np.float64) - norm.transform(sim.clean)))
+        _, measured = radial_profile(periodogram(this_noise))
         _, expected = radial_profile(mean_power)
         print(json.dumps({"this noise / expected spectrum per shell": [round(float(v), 3) for v in measured / expected]}))
         oracle = NoiseSpectrum(mean_power, {"estimator": "oracle, expected"})
@@ -158,15 +159,14 @@ def install_probes(args, sim, noise_halves: list) -> None:
         from cet_monai.methods import RecorruptedPairs
         from cet_monai.noise_spectrum import NoiseSpectrum, periodogram
 
-        noise = norm.transform(sim.noisy).astype(np.float64) - norm.transform(sim.clean)
-        oracle = NoiseSpectrum(ndimage.uniform_filter(periodogram(noise), size=5, mode="wrap"), {"estimator": "oracle"})
+        oracle = NoiseSpectrum(ndimage.uniform_filter(periodogram(this_noise), size=5, mode="wrap"), {"estimator": "oracle"})
         RecorruptedPairs.estimate_spectrum = lambda self, image, seed=0: oracle
     if args.low_shells == "cylindrical":
         from cet_monai.methods import RecorruptedPairs
         from cet_monai.noise_spectrum import NoiseSpectrum, _frequencies, periodogram, radial_profile
 
         plain_estimate = RecorruptedPairs.estimate_spectrum
-        _, true_profile = radial_profile(periodogram(norm.transform(sim.noisy).astype(np.float64) - norm.transform(sim.clean)))
+        _, true_profile = radial_profile(periodogram(this_noise))
 
         def cylindrical_estimate(self, image, seed=0):
             """Below k0, the estimate replaced by a model separable in cylindrical coordinates about
@@ -221,7 +221,7 @@ def install_probes(args, sim, noise_halves: list) -> None:
     if args.fixed_noise:
         from cet_monai.transforms import recorrupt as _rc
 
-        fixed_state = {"volumes": None, "start": None, "rng": np.random.default_rng(args.seed if args.train_seed is None else args.train_seed)}
+        fixed_state = {"volumes": None, "start": None, "rng": np.random.default_rng(args.train_seed)}
         plain_pair_call = _rc.RandRecorruptedPaird.__call__
 
         def pair_call(self, data):
@@ -238,7 +238,7 @@ def install_probes(args, sim, noise_halves: list) -> None:
             if fixed_state["volumes"] is None and args.real_noise:
                 fixed_state["volumes"] = [(noise_scale * n).astype(np.float32) for n in extra_noise[:args.fixed_noise]]
             if fixed_state["volumes"] is None:  # drawn on the whole tomogram's grid: its exact spectrum
-                gen = torch.Generator().manual_seed(10_000 + (args.seed if args.train_seed is None else args.train_seed))
+                gen = torch.Generator().manual_seed(10_000 + args.train_seed)
                 shape = sim.noisy.shape
                 fixed_state["volumes"] = [colored_noise(torch.randn((1,) + shape, generator=gen), spectrum)[0].numpy()
                                           for _ in range(args.fixed_noise)]
@@ -376,6 +376,8 @@ def main(argv=None) -> int:
                    help="with a network trained with dropout (--set network_def#dropout=P): also score the draws with "
                         "dropout off, each draw through its own thinned network (same cost), and 8 draws x 4 dropout passes")
     args = p.parse_args(argv)
+    if args.train_seed is None:
+        args.train_seed = args.seed
     if args.oracle_hybrid and args.oracle_spectrum != "expected":
         p.error("--oracle-hybrid mixes the estimate with the expected spectrum: add --oracle-spectrum expected")
     if args.halves_noise:
@@ -384,14 +386,15 @@ def main(argv=None) -> int:
         args.fixed_noise = 1
     torch.set_num_threads(args.threads)
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.overrides)}
+    if args.dropout_passes and not float(overrides.get("network_def#dropout") or 0) > 0:
+        p.error("--dropout-passes scores a network trained with dropout: add --set network_def#dropout=P (P > 0)")
     with noise_halves_recorded(args.realisations if args.oracle_spectrum == "expected" else 0, 10_000) as noise_halves:
         sim = simulate_tomogram(shape=(64, 128, 128), snr=args.snr, seed=args.seed, **SETTINGS[args.setting])
     gauss = best_gaussian(sim.noisy, sim.clean)
     install_probes(args, sim, noise_halves)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        train_seed = args.seed if args.train_seed is None else args.train_seed
-        wf = train("recorrupted", output_dir=tmp, volume=sim.noisy.astype(np.float32), seed=train_seed, progress=False, **overrides)
+        wf = train("recorrupted", output_dir=tmp, volume=sim.noisy.astype(np.float32), seed=args.train_seed, progress=False, **overrides)
         train_s = time.perf_counter() - t0
     net = wf.parser.get_parsed_content("network").eval()
     source = wf.parser.get_parsed_content("source")
@@ -409,7 +412,7 @@ def main(argv=None) -> int:
 
     def score(name, estimate):
         out = source.normalizer.inverse(np.asarray(estimate, np.float32))
-        row = {"setting": args.setting, "snr": args.snr, "seed": args.seed, **({} if args.train_seed is None else {"train_seed": args.train_seed}),
+        row = {"setting": args.setting, "snr": args.snr, "seed": args.seed, **({} if args.train_seed == args.seed else {"train_seed": args.train_seed}),
                "overrides": overrides, "variant": name,
                "gain_db": round(float(psnr(out, sim.clean) - gauss["psnr"].value), 3), "ssim": round(float(ssim(out, sim.clean)), 4),
                "gaussian_ssim": round(float(gauss["ssim"].value), 4), "slope": round(float(slope(out, sim.clean)), 3),
