@@ -11,9 +11,9 @@ the whole tomogram the same way as training did:
     z = irfft( sum_k P_k * (1 - m_k) / sum_k (1 - m_k) ) / c_t
 
 Each coefficient is estimated only from predictions whose input did not contain it (with
-``restrict=True``; a plain mean of the ``p_k`` otherwise), the estimate of Fourier-space Bernoulli
-sampling, ``z = 1/(K*T) sum_k sum_t f_t(p_k)`` with split versions. Memory: the tomogram, one version,
-one prediction and a complex accumulator, whatever K.
+``restrict=True``; a plain mean of the ``p_k`` otherwise), the estimate of Fourier-space
+Bernoulli sampling, ``z = 1/(K*T) sum_k sum_t f_t(p_k)`` with split versions. Memory: the
+tomogram, one version, one prediction and a complex accumulator, whatever K.
 """
 
 from __future__ import annotations

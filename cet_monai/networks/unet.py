@@ -3,8 +3,8 @@
 Why not MONAI's ``BasicUNet``/``UNet``/``DynUNet`` as they are: ``BasicUNet`` has a fixed four
 down-samplings and puts dropout in every block, encoder included; ``UNet`` applies dropout in
 every residual unit too; ``DynUNet`` has no dropout in its decoder. Self2Self with dropout
-(real-space Bernoulli sampling) keeps the encoder deterministic and samples dropout only in the decoder, with a configurable
-depth (5 down-samplings at 48 features). This module is a thin arrangement of MONAI's own
+(real-space Bernoulli sampling) keeps the encoder deterministic and samples dropout only in
+the decoder, with a configurable depth (5 down-samplings at 48 features). This module is a thin arrangement of MONAI's own
 building blocks (:class:`monai.networks.blocks.Convolution`, :class:`UpSample`) in that shape.
 """
 
