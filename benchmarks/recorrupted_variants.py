@@ -5,6 +5,7 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
 
 * ``K8``: the default inference, K = 8 noise draws of ``a`` (always run), and ``K8, no flips``:
   the same draws without the method's wedge-keeping flips (run when the method flips its versions);
+  with a noise bank (``--set noise_bank=B``) also the draws made on each window's own grid;
 * ``--inference``: K = 32, the network on ``y`` itself (once, and in 8 flipped copies), draws of
   ``a/2`` and ``0.7 a``;
 * ``--oracle-spectrum [smoothed|expected]``: the whole run with the true noise's spectrum instead
@@ -33,6 +34,8 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
   separable in cylindrical coordinates about the tilt axis (log power ``A(|k_xz|, angle) +
   B(|k_y|)``, fitted above ``k0``: small ``|k_xz|`` is measured at large ``|k_y|``, where noise
   dominates), instead of the library's ramp cap (a probe; ``docs/denoising.md``, tenth pass);
+* ``--recalibrate-bn N``: the network's batch-normalisation statistics recomputed over N training
+  batches after training (the running averages hold the last few dozen steps' draws);
 * ``--dropout-passes``: for a network trained with dropout (``--set network_def#dropout=P``): the
   draws with dropout off (``passes 0``), each of the K draws through its own thinned network
   (same cost as ``K8``, whose draws share one thinned network per pass), and K = 8 draws x T = 4
@@ -122,6 +125,15 @@ def noise_halves_recorded(count: int, first_seed: int):
         _simulate._tilt_series = tilt_series
 
 
+def unit_amplitude_noise(shape, spectrum, generator) -> np.ndarray:
+    """Noise on the grid ``shape`` whose every Fourier coefficient has exactly the power ``spectrum``
+    says (amplitude ``sqrt(P N)``) and a random phase: white noise's coefficients divided by their
+    own modulus (a phase-randomised surrogate; real where the rfft's coefficients are real)."""
+    w = torch.fft.rfftn(torch.randn(shape, generator=generator))
+    w = w / w.abs().clamp_min(1e-12) * float(np.sqrt(np.prod(shape)))
+    return torch.fft.irfftn(w * spectrum.amplitude(shape), s=shape).numpy()
+
+
 def install_probes(args, sim, noise_halves: list) -> None:
     """Replace pieces of the library for the probes the options ask for (oracle spectra, Wiener-weighted
     or scaled draws, fixed noise volumes or the simulation's own halves as the pairs, clipped pairs,
@@ -152,6 +164,12 @@ def install_probes(args, sim, noise_halves: list) -> None:
             grid = mean_power * ratio if args.oracle_hybrid == "estimate-shells" else estimated / ratio
             print(json.dumps({"hybrid": args.oracle_hybrid, "estimate / expected per shell": [round(float(v), 3) for v in est_profile / expected]}))
             oracle = NoiseSpectrum(grid, {"estimator": f"oracle hybrid, {args.oracle_hybrid}"})
+        RecorruptedPairs.estimate_spectrum = lambda self, image, seed=0: oracle
+    elif args.oracle_spectrum == "own":
+        from cet_monai.methods import RecorruptedPairs
+        from cet_monai.noise_spectrum import NoiseSpectrum, periodogram
+
+        oracle = NoiseSpectrum(periodogram(this_noise), {"estimator": "oracle, own"})
         RecorruptedPairs.estimate_spectrum = lambda self, image, seed=0: oracle
     elif args.oracle_spectrum:
         from scipy import ndimage
@@ -241,7 +259,8 @@ def install_probes(args, sim, noise_halves: list) -> None:
                 gen = torch.Generator().manual_seed(10_000 + args.train_seed)
                 shape = sim.noisy.shape
                 fixed_state["volumes"] = [colored_noise(torch.randn((1,) + shape, generator=gen), spectrum)[0].numpy()
-                                          for _ in range(args.fixed_noise)]
+                                          for _ in range(args.fixed_noise)] if not args.unit_amplitude else [
+                    unit_amplitude_noise(shape, spectrum, gen) for _ in range(args.fixed_noise)]
             size = white.shape[-3:]
             margin = fixed_state["margin"] * 3 if len(fixed_state["margin"]) == 1 else fixed_state["margin"]
             out = []
@@ -321,11 +340,13 @@ def main(argv=None) -> int:
     p.add_argument("--inference", action="store_true", help="also score the inference variants")
     p.add_argument("--shell-blend", action="store_true", help="also score the per-shell blends")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--oracle-spectrum", nargs="?", const="smoothed", choices=("smoothed", "expected"),
+    p.add_argument("--oracle-spectrum", nargs="?", const="smoothed", choices=("smoothed", "expected", "own"),
                    help="train and denoise with the TRUE noise spectrum instead of the estimate (not a method): "
                         "'smoothed' (default) the 5x5x5 average of the periodogram of normalised noisy minus normalised "
                         "clean; 'expected' the mean periodogram of --realisations fresh noise reconstructions of the same "
-                        "tilt series (no smoothing: the missing wedge and the zero at DC stay sharp)")
+                        "tilt series (no smoothing: the missing wedge and the zero at DC stay sharp); 'own' the unsmoothed "
+                        "periodogram of this tomogram's own noise (with --fixed-noise: drawn on its grid, the pairs' "
+                        "noises are uncorrelated on average over the tomogram, coefficient by coefficient)")
     p.add_argument("--oracle-hybrid", choices=("estimate-shells", "estimate-detail"),
                    help="with --oracle-spectrum expected: 'estimate-shells' the expected spectrum rescaled, shell by shell of "
                         "|k|, to the estimate's radial profile (the truth's fine structure, the estimate's levels); "
@@ -352,6 +373,9 @@ def main(argv=None) -> int:
                    help="train on M fixed whole-tomogram noise volumes drawn once (each patch's noise cut from one of "
                         "them at the patch's place), not fresh noise per patch: with M = 1 the pairs (y + z, y - z) are one "
                         "fixed synthetic even/odd split, as in two-halves Noise2Noise; inference unchanged")
+    p.add_argument("--unit-amplitude", action="store_true",
+                   help="with --fixed-noise: each volume's Fourier coefficients have exactly the spectrum's amplitude and "
+                        "a random phase (a phase-randomised surrogate) instead of a complex Gaussian amplitude")
     p.add_argument("--real-noise", action="store_true",
                    help="with --oracle-spectrum expected and --fixed-noise M: the M noise volumes are fresh noise "
                         "reconstructions of the simulation's own tilt series (real reconstruction noise, not a Gaussian "
@@ -372,12 +396,18 @@ def main(argv=None) -> int:
                         "half's voxels at SNR 0.05, 1 %% of the tomogram's); a probe, not a method setting: it helped the "
                         "SIRT-like tomogram at SNR 0.05 and lost at SNR 0.1 and on the membrane phantom (docs/denoising.md, "
                         "ninth pass)")
+    p.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
+                   help="also score the network after its batch-normalisation statistics are recomputed as the plain "
+                        "mean over N fresh training batches (torch.optim.swa_utils.update_bn) instead of the running "
+                        "average of the last few dozen steps")
     p.add_argument("--dropout-passes", action="store_true",
                    help="with a network trained with dropout (--set network_def#dropout=P): also score the draws with "
                         "dropout off, each draw through its own thinned network (same cost), and 8 draws x 4 dropout passes")
     args = p.parse_args(argv)
     if args.train_seed is None:
         args.train_seed = args.seed
+    if args.unit_amplitude and not args.fixed_noise:
+        p.error("--unit-amplitude shapes the --fixed-noise volumes: add --fixed-noise M")
     if args.oracle_hybrid and args.oracle_spectrum != "expected":
         p.error("--oracle-hybrid mixes the estimate with the expected spectrum: add --oracle-spectrum expected")
     if args.halves_noise:
@@ -424,6 +454,23 @@ def main(argv=None) -> int:
     if method.flip_versions:
         plain = dataclasses.replace(method, flip_versions=False).window_inferer(versions=8, passes=1, seed=args.seed)
         score("K8, no flips", denoise_with_network(net, source.image, plain))
+    if args.recalibrate_bn:
+        from torch.optim.swa_utils import update_bn
+
+        loader = wf.parser.get_parsed_content("train#dataloader")
+        batches = []
+        while len(batches) < args.recalibrate_bn:
+            for batch in loader:
+                batches.append(batch["image"] if isinstance(batch, dict) else batch[0]["image"])
+                if len(batches) == args.recalibrate_bn:
+                    break
+        with torch.no_grad():
+            update_bn(batches, net)
+        net.eval()
+        score(f"K8, batch-norm statistics over {args.recalibrate_bn} training batches", denoise_with_network(net, source.image, inferer(8, alpha)))
+    if method.noise_bank:
+        per_window = dataclasses.replace(method, noise_bank=0).window_inferer(versions=8, passes=1, seed=args.seed)
+        score("K8, each window's noise drawn on its own grid", denoise_with_network(net, source.image, per_window))
     for other in args.infer_seeds:
         from cet_monai.normalize import TomogramNormalizer
 

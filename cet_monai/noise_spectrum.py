@@ -69,6 +69,8 @@ __all__ = [
     "EstimateNoiseSpectrumd",
     "NOISE_SPECTRUM_KEY",
     "FINE_SIZE",
+    "LOW_FREQUENCY_MODELS",
+    "cylindrical_low_shells",
 ]
 
 #: metadata key under which :class:`EstimateNoiseSpectrumd` stores the estimate
@@ -76,6 +78,8 @@ NOISE_SPECTRUM_KEY = "noise_spectrum"
 #: default edge (voxels) of the central crop whose smoothed periodogram gives the spectrum's fine
 #: structure; the stored spectrum has at most this many frequencies per axis (float64: up to 16 MiB)
 FINE_SIZE = 128
+#: what replaces the estimate below the lowest noise-dominated shell (:func:`estimate_noise_spectrum`)
+LOW_FREQUENCY_MODELS = ("ramp", "cylindrical")
 
 
 class NoiseSpectrum:
@@ -229,6 +233,7 @@ def estimate_noise_spectrum(
     seed: int = 0,
     equalize_levels: bool = False,
     calibration: str = "colored",
+    low_frequency_model: str = "ramp",
 ) -> NoiseSpectrum:
     """Estimate the noise power spectrum of one ``(Z, Y, X)`` tomogram (see the module docstring).
 
@@ -261,6 +266,10 @@ def estimate_noise_spectrum(
             sits lower relative to its mean than for white noise: on pure noise with a
             rolled-off ramp the white factor read 2-3 % low over 0.1-0.45 cycles/voxel, this
             one 1-2 %). ``"white"``: one bias from white noise (the estimator before 2026-12-06).
+        low_frequency_model: what replaces the estimate below ``k0`` (step 5): ``"ramp"`` (default)
+            the ramp cap above; ``"cylindrical"`` a model of single-axis tilt geometry, fitted
+            where ``|k| >= k0`` (:func:`cylindrical_low_shells`; the tilt axis is Y), never
+            above the uncapped estimate there (which holds signal, so it errs high).
 
     Returns:
         a :class:`NoiseSpectrum` on the fine grid (or the ``block`` grid); ``info`` records the
@@ -277,6 +286,8 @@ def estimate_noise_spectrum(
         raise CetMonaiError(f"noise spectrum: quantile must be in (0, 0.5), got {quantile}")
     if calibration not in ("white", "colored"):
         raise CetMonaiError(f"noise spectrum: calibration must be 'white' or 'colored', got {calibration!r}")
+    if low_frequency_model not in LOW_FREQUENCY_MODELS:
+        raise CetMonaiError(f"noise spectrum: low_frequency_model must be one of {', '.join(LOW_FREQUENCY_MODELS)}, got {low_frequency_model!r}")
     shape = tuple(min(int(block), n) for n in volume.shape)
     if min(shape) < 8:
         raise CetMonaiError(f"noise spectrum: the volume {volume.shape} is too thin (every axis needs >= 8 voxels)")
@@ -313,22 +324,23 @@ def estimate_noise_spectrum(
     ok = shell_spread <= spread_tolerance
     first = next((i for i in range(1, n_shells - 1) if ok[i] and ok[i + 1]), None)
     k0 = first / min(shape) if first is not None and first > 1 else float("nan")
-    grid = _cap_low_frequencies(grid, k0, low_frequency_exponent)
+    uncapped = grid
+    grid = _low_frequencies(grid, k0, low_frequency_exponent, low_frequency_model)
     grid[0, 0, 0] = _dc_fill(grid)
     info = {"estimator": "block_quantile", "block": int(block), "quantile": float(quantile), "max_blocks": int(max_blocks),
             "n_blocks": int(len(starts)), "calibration_bias": bias, "white_spread": white_spread,
             "spread_tolerance": float(spread_tolerance), "low_frequency_exponent": float(low_frequency_exponent),
             "k0": k0, "seed": int(seed), "fine_size": int(fine_size),
-            "equalize_levels": bool(equalize_levels), "calibration": calibration}
+            "equalize_levels": bool(equalize_levels), "calibration": calibration, "low_frequency_model": low_frequency_model}
     if fine_size:
         # step 6: the fine structure of the spectrum (the missing wedge's sharp edges, the tilt
         # sampling) at the resolution of a crop of the whole tomogram; the cubes give only the
         # fraction of its power that is noise, which varies slowly with frequency
-        noise_fraction = np.clip(grid / np.maximum(mean, 1e-30), 0.0, 1.0)
+        noise_fraction = np.clip((grid if low_frequency_model == "ramp" else uncapped) / np.maximum(mean, 1e-30), 0.0, 1.0)
         noise_fraction[0, 0, 0] = _dc_fill(noise_fraction)
         fine = _fine_periodogram(volume, int(fine_size))
         fraction = _sample(noise_fraction, _frequencies(fine.shape))
-        grid = _cap_low_frequencies(fine * fraction, k0, low_frequency_exponent)
+        grid = _low_frequencies(fine * fraction, k0, low_frequency_exponent, low_frequency_model)
         grid[0, 0, 0] = _dc_fill(grid)
     return NoiseSpectrum(grid, info)
 
@@ -356,6 +368,67 @@ def _colored_bias(spectrum: np.ndarray, n_cal: int, block: Sequence[int], quanti
     ratio = ndimage.uniform_filter(ratio, size=5, mode="wrap")
     ratio[0, 0, 0] = _dc_fill(ratio)
     return np.maximum(ratio, 1e-6)
+
+
+def _low_frequencies(grid: np.ndarray, k0: float, exponent: float, model: str) -> np.ndarray:
+    """Step 5: the estimate below ``k0`` replaced by the ``model`` (``"ramp"``: :func:`_cap_low_frequencies`)."""
+    if model == "cylindrical":
+        return cylindrical_low_shells(grid, k0)
+    return _cap_low_frequencies(grid, k0, exponent)
+
+
+def cylindrical_low_shells(grid: np.ndarray, k0: float, angle_step: float = 2.0, iterations: int = 10) -> np.ndarray:
+    """Below ``|k| = k0``, a full-FFT-grid spectrum replaced by a model of single-axis tilt geometry
+    fitted where ``|k| >= k0``, and capped by the spectrum itself.
+
+    In a tomogram reconstructed from a tilt series about the Y axis, noise reaches a frequency
+    through the projections: its power depends on the distance from the tilt axis ``|k_xz|`` and
+    the angle about it (the tilt range and the missing wedge), and on ``|k_y|`` along the axis
+    (the detector's own noise spectrum). The model is separable in those coordinates, ``log P =
+    A(|k_xz|, angle) + B(|k_y|)``, fitted by alternating least squares over bins of one grid
+    step in ``|k_xz|`` and ``|k_y|`` and ``angle_step`` degrees, on the frequencies at or above
+    ``k0``: a low ``|k_xz|`` is seen at high ``|k_y|`` (and the reverse), where the whole
+    frequency is high and noise dominates. The ramp cap reads 0.4-0.7 of the noise below ``k0``
+    on weighted back-projection (it extends each direction's value at ``k0`` linearly to 0); this
+    model 0.7-0.9 (``docs/denoising.md``, tenth and eleventh passes). Below ``k0`` the result is
+    at most ``grid`` (the block quantile holds signal there, so it can only err high). A CTF or
+    a 2D filter of the projections that is not separable in ``k_y`` and the in-plane direction
+    is fitted only approximately.
+
+    Args:
+        grid: ``(Z, Y, X)`` power at the full FFT frequencies of its own shape (Y: the tilt axis).
+        k0: the lowest noise-dominated shell (cycles/voxel); NaN: ``grid`` is returned unchanged.
+        angle_step: angular bin (degrees) about the tilt axis.
+        iterations: rounds of the alternating least squares.
+    """
+    if not np.isfinite(k0) or k0 <= 0:
+        return grid
+    fz, fy, fx = np.broadcast_arrays(*_frequencies(grid.shape))
+    r = np.hypot(fz, fx)
+    k = np.hypot(r, fy)
+    low = (k < k0) & (k > 0)
+    trusted = (k >= k0).ravel()
+    if not low.any() or not trusted.any():
+        return grid
+    step = 1.0 / max(grid.shape)
+    n_angles = max(1, int(round(180.0 / float(angle_step))))
+    angle = np.rint(np.mod(np.arctan2(fz, fx), np.pi) / np.pi * n_angles).astype(int) % n_angles
+    cell = (np.rint(r / step).astype(int) * n_angles + angle).ravel()
+    ky = np.rint(np.abs(fy) / step).astype(int).ravel()
+    positive = grid[grid > 0]
+    floor = 1e-6 * float(np.median(positive)) if positive.size else 1e-30
+    logp = np.log(np.maximum(grid, floor)).ravel()
+    a, b = np.zeros(int(cell.max()) + 1), np.zeros(int(ky.max()) + 1)
+    cell_t, ky_t, logp_t = cell[trusted], ky[trusted], logp[trusted]
+    cell_n = np.maximum(np.bincount(cell_t, minlength=a.size), 1)
+    ky_n = np.maximum(np.bincount(ky_t, minlength=b.size), 1)
+    for _ in range(int(iterations)):  # the two additive terms, each the mean residual of its bins
+        a = np.bincount(cell_t, logp_t - b[ky_t], a.size) / cell_n
+        b = np.bincount(ky_t, logp_t - a[cell_t], b.size) / ky_n
+    out = grid.copy()
+    idx = np.nonzero(low.ravel())[0]
+    out.reshape(-1)[idx] = np.minimum(np.exp(a[cell[idx]] + b[ky[idx]]), grid.reshape(-1)[idx])
+    return out
 
 
 def _cap_low_frequencies(grid: np.ndarray, k0: float, exponent: float) -> np.ndarray:
@@ -479,10 +552,10 @@ class EstimateNoiseSpectrum(Transform):
 
     def __init__(self, block: int = 32, quantile: float = 0.2, max_blocks: int = 1024, spread_tolerance: float = 1.25,
                  low_frequency_exponent: float = 1.0, fine_size: int = FINE_SIZE, seed: int = 0, equalize_levels: bool = False,
-                 calibration: str = "colored") -> None:
+                 calibration: str = "colored", low_frequency_model: str = "ramp") -> None:
         self.kwargs = {"block": block, "quantile": quantile, "max_blocks": max_blocks, "spread_tolerance": spread_tolerance,
                        "low_frequency_exponent": low_frequency_exponent, "fine_size": fine_size, "seed": seed,
-                       "equalize_levels": bool(equalize_levels), "calibration": calibration}
+                       "equalize_levels": bool(equalize_levels), "calibration": calibration, "low_frequency_model": low_frequency_model}
 
     def __call__(self, img) -> NoiseSpectrum:
         x = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)

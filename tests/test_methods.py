@@ -113,6 +113,8 @@ def test_recorrupted_method_estimates_its_spectrum_once(source):
         (lambda: RecorruptedPairs(local_noise_level="yes"), "local_noise_level"),
         (lambda: RecorruptedPairs(spectrum_equalize_levels=1), "spectrum_equalize_levels"),
         (lambda: RecorruptedPairs(spectrum_calibration="pink"), "spectrum_calibration"),
+        (lambda: RecorruptedPairs(spectrum_low_frequencies="flat"), "spectrum_low_frequencies"),
+        (lambda: RecorruptedPairs(noise_bank=-2), "noise_bank"),
         (lambda: RealSpaceBernoulli(versions=0), "versions"),
         (lambda: RealSpaceBernoulli(patch_size=(16, 16)), "3 edges"),
         (lambda: RealSpaceBernoulli(passes=-1), "passes"),
@@ -144,6 +146,20 @@ def test_records_older_than_a_setting_keep_what_they_were_trained_with():
     assert old.spectrum_equalize_levels is False and old.local_noise_level is False
     assert old.flip_versions is False
     assert old.spectrum_calibration == "white"  # a shared model re-estimates its spectra as it was trained
+    assert old.spectrum_low_frequencies == "ramp" and old.noise_bank == 0
+
+
+def test_noise_bank_and_low_frequency_settings_reach_the_pairing_and_the_sampler(source):
+    """``noise_bank`` and ``spectrum_low_frequencies`` are what the transform, the sampler and the
+    estimator are built with; for several tomograms the bank is shared out between them."""
+    method = RecorruptedPairs(noise_bank=6, spectrum_low_frequencies="cylindrical").fitted_to(source)
+    assert method.spectrum.info["low_frequency_model"] == "cylindrical"
+    assert method.training_pairing().pairer.noise_bank == 6
+    assert method.sampler().noise_bank == 6
+    assert method_from_dict(method.to_dict()).noise_bank == 6
+    spectra = (method.spectrum, method.spectrum, method.spectrum)
+    several = RecorruptedPairs(noise_bank=6, spectrum_seed=0, spectra=spectra)
+    assert several.training_pairing().transforms[-1].pairer.noise_bank == 2
 
 
 def test_the_flip_setting_reaches_the_window_inferer():

@@ -137,3 +137,77 @@ def test_local_level_scales_the_drawn_noise_to_the_patch_and_window():
     drawn = versions - windows[None]
     assert float(drawn[:, 1].std() / drawn[:, 0].std()) == pytest.approx(2.0, rel=0.1)  # different draws per window
     assert sampler.config["local_level"] is True
+
+
+def _echo_spectrum(shape=(8, 8, 128), lag=40):
+    """Unit white noise plus a copy of itself ``lag`` voxels along X: covariance 1 at lag 0 and
+    0.5 at +-lag along X (power ``1 + cos(2 pi k_x lag)``), a long-range structure that is fine
+    in frequency (period 1/lag cycles/voxel)."""
+    kx = np.fft.fftfreq(shape[2])[None, None, :]
+    return NoiseSpectrum(np.broadcast_to(1.0 + np.cos(2 * np.pi * kx * lag), shape).copy())
+
+
+def _lag_correlation(patches, lag):
+    a, b = patches[..., :-lag], patches[..., lag:]
+    return float((a * b).mean() / patches.var())
+
+
+def test_noise_bank_keeps_the_long_range_covariance_a_patch_grid_loses():
+    """Noise cut from a bank on the spectrum's own grid has the covariance 0.5 at X-lag 40 and none
+    at lag 8 inside 48-voxel patches; drawn on each patch's own grid (the spectrum interpolated to
+    it, periodic over 48 voxels) the echo wraps around to lag 48 - 40 = 8, where there is none."""
+    spec = _echo_spectrum()
+    x = torch.zeros(1, 8, 8, 48)
+    banked = RandRecorruptedPair(spectrum=spec, num_samples=8, margin=0, noise_bank=4).set_random_state(0)
+    own = RandRecorruptedPair(spectrum=spec, num_samples=8, margin=0).set_random_state(0)
+
+    def drawn(t):
+        return torch.cat([torch.cat([inp for inp, _ in t(x)]) for _ in range(8)])  # y = 0: the input is a z
+
+    banked_noise, own_noise = drawn(banked), drawn(own)
+    assert _lag_correlation(banked_noise, 40) == pytest.approx(0.5, abs=0.08)
+    assert abs(_lag_correlation(banked_noise, 8)) < 0.05
+    assert _lag_correlation(own_noise, 8) > 0.3
+    assert banked.bank(spec).size == 4 and banked.bank(spec).grid == (8, 8, 128)
+
+
+def test_noise_bank_cuts_wrap_around_and_are_seeded():
+    from cet_monai.transforms import NoiseBank
+
+    volumes = torch.arange(2 * 4 * 5 * 6, dtype=torch.float32).reshape(2, 4, 5, 6)
+    bank = NoiseBank(volumes)
+    cut = bank.cut((3, 3, 4), [1], np.array([[3, 4, 5]]))[0]
+    expected = volumes[1][np.ix_([3, 0, 1], [4, 0, 1], [5, 0, 1, 2])]
+    torch.testing.assert_close(cut, expected)
+    assert bank.holds((4, 5, 6)) and not bank.holds((5, 5, 6))
+    with pytest.raises(ValueError, match="does not fit"):
+        bank.cut((5, 5, 6), [0], np.zeros((1, 3), int))
+    spec = _spectrum()
+    x = torch.randn(1, 24, 24, 24)
+    a = RandRecorruptedPair(spectrum=spec, num_samples=2, margin=4, noise_bank=3).set_random_state(5)(x)
+    b = RandRecorruptedPair(spectrum=spec, num_samples=2, margin=4, noise_bank=3).set_random_state(5)(x)
+    c = RandRecorruptedPair(spectrum=spec, num_samples=2, margin=4, noise_bank=3).set_random_state(6)(x)
+    torch.testing.assert_close(a[1][0], b[1][0])
+    assert not torch.allclose(a[1][0], c[1][0])
+    # the patch (24^3) is larger than the spectrum's grid (16^3): drawn on its own grid, same shapes
+    (inp, tgt), _ = a
+    assert inp.shape == tgt.shape == (1, 16, 16, 16)
+    torch.testing.assert_close((inp + tgt) / 2, x[:, 4:-4, 4:-4, 4:-4], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="noise_bank"):
+        RandRecorruptedPair(spectrum=spec, noise_bank=-1)
+
+
+def test_noise_bank_pairs_are_uncorrelated_and_the_sampler_cuts_from_its_own_bank():
+    spec = _spectrum(n=32)
+    t = RandRecorruptedPair(spectrum=spec, num_samples=4, margin=2, noise_bank=4).set_random_state(1)
+    cs = [np.corrcoef(i.numpy().ravel(), g.numpy().ravel())[0, 1] for seed in range(6) for i, g in t(_noisy(spec, shape=(20, 20, 20), seed=seed))]
+    assert abs(float(np.mean(cs))) < 0.03
+    sampler = RecorruptedSampler(spec, num_versions=4, alpha=0.5, margin=2, noise_bank=3)
+    windows = torch.zeros(2, 1, 12, 12, 12)
+    versions, _ = sampler.versions(windows, torch.Generator().manual_seed(0))
+    assert versions.shape == (4, 2, 1, 12, 12, 12)
+    assert float(versions.var()) == pytest.approx(0.25 * spec.variance, rel=0.2)
+    assert sampler._bank.size == 3 and sampler.config["noise_bank"] == 3
+    again = RecorruptedSampler(spec, num_versions=4, alpha=0.5, margin=2, noise_bank=3).versions(windows, torch.Generator().manual_seed(0))[0]
+    torch.testing.assert_close(versions, again)
+    assert "noise_bank" not in RecorruptedSampler(spec).config  # records without a bank are what they were

@@ -24,6 +24,7 @@ masks with the same parameters.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from cet_monai.transforms import bernoulli_versions, combine_split_predictions, fourier_versions
@@ -129,9 +130,14 @@ class RecorruptedSampler(WindowSampler):
             so the FFT's periodic wrap-around does not correlate the noise across window edges.
         local_level: scale each window's noise to the window's own noise level, as in training
             (:func:`~cet_monai.noise_spectrum.local_noise_level`, measured on the window).
+        noise_bank: ``0``: each window's noise drawn on the window's grid (with the margin);
+            ``B > 0``: cut at random places from ``B`` volumes drawn once on the spectrum's own
+            grid (:class:`~cet_monai.transforms.NoiseBank`, as training cuts them; drawn from
+            the inferer's generator at the first window).
     """
 
-    def __init__(self, spectrum, num_versions: int = 8, alpha: float = 1.0, margin: int = 8, local_level: bool = False):
+    def __init__(self, spectrum, num_versions: int = 8, alpha: float = 1.0, margin: int = 8, local_level: bool = False,
+                 noise_bank: int = 0):
         from cet_monai.noise_spectrum import NoiseSpectrum
 
         if int(num_versions) < 1:
@@ -141,16 +147,34 @@ class RecorruptedSampler(WindowSampler):
         self.alpha = float(alpha)
         self.margin = int(margin)
         self.local_level = bool(local_level)
+        if int(noise_bank) < 0:
+            raise ValueError(f"noise_bank must be >= 0, got {noise_bank}")
+        self.noise_bank = int(noise_bank)
+        self._bank = None
         self.config = {"spectrum": self.spectrum.state_dict(), "num_versions": self.num_versions, "alpha": self.alpha, "margin": self.margin,
-                       "local_level": self.local_level}
+                       "local_level": self.local_level, **({"noise_bank": self.noise_bank} if self.noise_bank else {})}
+
+    def _noise(self, shape: tuple, generator, device) -> torch.Tensor:
+        """Noise of ``shape`` (``(..., Z, Y, X)``) with the spectrum, on ``device``."""
+        from cet_monai.transforms import NoiseBank, colored_noise
+
+        spatial = tuple(int(n) for n in shape[-3:])
+        if self.noise_bank:
+            if self._bank is None:
+                white = torch.randn((self.noise_bank, *self.spectrum.grid.shape), generator=generator, device=generator.device)
+                self._bank = NoiseBank.draw(white.to(device), self.spectrum)
+            if self._bank.holds(spatial):
+                n = int(np.prod(shape[:-3]))
+                index = torch.randint(self._bank.size, (n,), generator=generator, device=generator.device).cpu().numpy()
+                start = torch.stack([torch.randint(g, (n,), generator=generator, device=generator.device) for g in self._bank.grid], -1)
+                return self._bank.cut(spatial, index, start.cpu().numpy()).to(device).reshape(shape)
+        white = torch.randn(shape, generator=generator, device=generator.device).to(device)
+        return colored_noise(white, self.spectrum)
 
     def versions(self, windows, generator, count=None):
-        from cet_monai.transforms import colored_noise
-
         k, m = self.num_versions, self.margin
         shape = (k,) + tuple(windows.shape[:2]) + tuple(s + 2 * m for s in windows.shape[2:])
-        white = torch.randn(shape, generator=generator, device=generator.device).to(windows.device)
-        z = colored_noise(white, self.spectrum)
+        z = self._noise(shape, generator, windows.device)
         if m:
             z = z[..., m:-m, m:-m, m:-m]
         if self.local_level:

@@ -47,6 +47,15 @@ class RecorruptedPairs(DenoisingMethod):
         local_noise_level: scale the drawn noise, patch by patch and window by window, to the
             noise that patch holds where noise dominates (the spectrum's shape is global, its
             strength local: noise varies across a lamella with its thickness). Default on.
+        spectrum_low_frequencies: what the estimator puts below its lowest noise-dominated shell:
+            ``"ramp"`` (a linear extension, direction by direction) or ``"cylindrical"`` (a
+            model of single-axis tilt geometry fitted above it, the tilt axis along Y;
+            :func:`~cet_monai.noise_spectrum.cylindrical_low_shells`).
+        noise_bank: ``0``: each patch's (and window's) noise drawn on its own grid; ``B > 0``: cut
+            at random places from ``B`` noise volumes drawn once on the spectrum's own grid (up
+            to 128 voxels per axis, whatever the tomogram's size;
+            :class:`~cet_monai.transforms.NoiseBank`), which keeps the spectrum's fine structure;
+            for several tomograms ``max(2, B // n)`` volumes per tomogram.
         spectrum: the estimated :class:`~cet_monai.noise_spectrum.NoiseSpectrum`; set by
             :meth:`fitted_to` (``None`` before, and for several tomograms).
         spectrum_seed: set by :meth:`fitted_to` when fitted on several tomograms: each one's
@@ -65,7 +74,7 @@ class RecorruptedPairs(DenoisingMethod):
     # checkpoints written before these settings existed were trained without them
     # (2026-12-03: both became the default after the benchmark table; docs/benchmarks.md)
     absent_in_old_records = {"spectrum_equalize_levels": False, "local_noise_level": False, "flip_versions": False,
-                             "spectrum_calibration": "white"}
+                             "spectrum_calibration": "white", "spectrum_low_frequencies": "ramp", "noise_bank": 0}
 
     alpha: float = 1.0
     spectrum_block: int = 32
@@ -73,6 +82,8 @@ class RecorruptedPairs(DenoisingMethod):
     spectrum_equalize_levels: bool = True
     spectrum_calibration: str = "colored"
     local_noise_level: bool = True
+    spectrum_low_frequencies: str = "ramp"
+    noise_bank: int = 0
     flip_versions: bool = True
     spectrum: Any = field(default=None, compare=False, repr=False)
     spectrum_seed: int | None = None
@@ -90,6 +101,12 @@ class RecorruptedPairs(DenoisingMethod):
         object.__setattr__(self, "spectrum_quantile", quantile)
         if self.spectrum_calibration not in ("white", "colored"):
             raise CetMonaiError(f"spectrum_calibration must be 'white' or 'colored', got {self.spectrum_calibration!r}")
+        from cet_monai.noise_spectrum import LOW_FREQUENCY_MODELS
+
+        if self.spectrum_low_frequencies not in LOW_FREQUENCY_MODELS:
+            raise CetMonaiError(f"spectrum_low_frequencies must be one of {', '.join(LOW_FREQUENCY_MODELS)}, "
+                                f"got {self.spectrum_low_frequencies!r}")
+        object.__setattr__(self, "noise_bank", _positive("noise_bank", self.noise_bank, 0))
         for name in ("spectrum_equalize_levels", "local_noise_level"):
             if not isinstance(getattr(self, name), bool):
                 raise CetMonaiError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -118,7 +135,8 @@ class RecorruptedPairs(DenoisingMethod):
         from cet_monai.noise_spectrum import estimate_noise_spectrum
 
         return estimate_noise_spectrum(image, block=self.spectrum_block, quantile=self.spectrum_quantile, seed=int(seed),
-                                       equalize_levels=self.spectrum_equalize_levels, calibration=self.spectrum_calibration)
+                                       equalize_levels=self.spectrum_equalize_levels, calibration=self.spectrum_calibration,
+                                       low_frequency_model=self.spectrum_low_frequencies)
 
     def fitted_to(self, source, seed: int = 0) -> RecorruptedPairs:
         """The method with the noise spectrum of ``source.image`` (kept if already estimated), or
@@ -169,10 +187,12 @@ class RecorruptedPairs(DenoisingMethod):
 
         from cet_monai.transforms import RandRecorruptedPaird, SelectNoiseSpectrumd
 
-        options = {"alpha": self.alpha, "num_samples": self.pairs_per_patch, "local_level": self.local_noise_level}
+        options = {"alpha": self.alpha, "num_samples": self.pairs_per_patch, "local_level": self.local_noise_level, "noise_bank": self.noise_bank}
         if self.per_tomogram:
             if not self.spectra:
                 raise CetMonaiError("the recorrupted method needs the spectra of its tomograms: call fitted_to(collection) first")
+            if self.noise_bank:  # one bank per tomogram: the same memory in all as one tomogram's
+                options["noise_bank"] = max(2, self.noise_bank // len(self.spectra))
             return Compose([SelectNoiseSpectrumd(self.spectra), RandRecorruptedPaird(keys="image", label_key="label", **options)])
         return RandRecorruptedPaird(keys="image", label_key="label", spectrum=self._spectrum(), **options)
 
@@ -180,7 +200,7 @@ class RecorruptedPairs(DenoisingMethod):
         from cet_monai.inferers.samplers import RecorruptedSampler
 
         return RecorruptedSampler(spectrum=self._spectrum(), num_versions=self.versions if num_versions is None else int(num_versions),
-                                  alpha=self.alpha, margin=self.margin, local_level=self.local_noise_level)
+                                  alpha=self.alpha, margin=self.margin, local_level=self.local_noise_level, noise_bank=self.noise_bank)
 
     def validation_versions(self) -> int:
         return 2  # fewer draws while training: validation only ranks the networks

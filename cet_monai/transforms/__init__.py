@@ -43,7 +43,7 @@ from .fourier import (
 )
 from .patches import PATCH_MARGIN_KEY, PATCH_SIZE_KEY, PATCH_START_KEY, TOMOGRAM_INDEX_KEY, RandTomogramPatchd, tiling_positions
 from .pool import FourierSamplePool
-from .recorrupt import RandRecorruptedPair, RandRecorruptedPaird, SelectNoiseSpectrumd, colored_noise
+from .recorrupt import NoiseBank, RandRecorruptedPair, RandRecorruptedPaird, SelectNoiseSpectrumd, colored_noise
 from .spatial import RandWedgeFlipd
 from ._utils import hermitian_symmetrize, is_hermitian_consistent
 
@@ -68,6 +68,7 @@ __all__ = [
     "split_scales",
     "split_weights",
     "FourierSamplePool",
+    "NoiseBank",
     "RandRecorruptedPair",
     "RandRecorruptedPaird",
     "SelectNoiseSpectrumd",

@@ -41,7 +41,7 @@ from cet_monai.noise_spectrum import NOISE_SPECTRUM_KEY, NoiseSpectrum, local_no
 from ._utils import get_meta_value, pair_items, spatial_tuple, to_tensor, wrap_like
 from .patches import TOMOGRAM_INDEX_KEY
 
-__all__ = ["colored_noise", "RandRecorruptedPair", "RandRecorruptedPaird", "SelectNoiseSpectrumd"]
+__all__ = ["colored_noise", "NoiseBank", "RandRecorruptedPair", "RandRecorruptedPaird", "SelectNoiseSpectrumd"]
 
 
 def colored_noise(white: torch.Tensor, spectrum: NoiseSpectrum) -> torch.Tensor:
@@ -50,6 +50,65 @@ def colored_noise(white: torch.Tensor, spectrum: NoiseSpectrum) -> torch.Tensor:
     shape = tuple(white.shape[-3:])
     amplitude = spectrum.amplitude(shape, white.device)
     return torch.fft.irfftn(torch.fft.rfftn(white.float(), dim=(-3, -2, -1)) * amplitude, s=shape, dim=(-3, -2, -1))
+
+
+class NoiseBank:
+    """A few noise volumes drawn once on a spectrum's own grid; any patch's noise is cut from one.
+
+    Drawing each patch's noise on the patch's own small grid (the spectrum interpolated to it)
+    makes it periodic over the patch and loses what the spectrum has at finer frequency steps
+    than the patch's (the missing wedge's sharp edges, the ramp's cusp at zero): its covariance
+    is wrong at lags beyond half the patch. Cut from a volume drawn on the spectrum's own grid
+    (the tomogram's, up to :data:`~cet_monai.noise_spectrum.FINE_SIZE` voxels per axis), the noise
+    has the spectrum's full covariance up to lags of the grid minus the patch, whatever the
+    tomogram's size: memory is ``size`` volumes of that grid (at most 8 MiB each, float32),
+    never the tomogram's.
+
+    Args:
+        volumes: ``(B, Z, Y, X)`` float32 tensor, the bank's noise (see :meth:`draw`).
+
+    :meth:`cut` takes ``(n, z, y, x)`` crops at given places, wrapping around the (periodic)
+    grid; a crop larger than the grid along an axis is refused (the caller draws on its own
+    grid instead, see :meth:`holds`).
+    """
+
+    def __init__(self, volumes: torch.Tensor) -> None:
+        if volumes.ndim != 4:
+            raise ValueError(f"NoiseBank expects (B, Z, Y, X) volumes, got shape {tuple(volumes.shape)}")
+        self.volumes = volumes
+
+    @classmethod
+    def draw(cls, white: torch.Tensor, spectrum: NoiseSpectrum) -> "NoiseBank":
+        """The bank of ``white`` (``(B, Z, Y, X)`` unit-variance white noise on the spectrum's grid,
+        ``spectrum.grid.shape``) coloured with ``spectrum`` (:func:`colored_noise`, one volume at a time)."""
+        if tuple(white.shape[1:]) != tuple(spectrum.grid.shape):
+            raise ValueError(f"NoiseBank: white noise {tuple(white.shape[1:])} is not on the spectrum's grid {tuple(spectrum.grid.shape)}")
+        return cls(torch.stack([colored_noise(w, spectrum) for w in white]))
+
+    @property
+    def size(self) -> int:
+        return int(self.volumes.shape[0])
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.volumes.shape[1:])
+
+    def holds(self, shape: Sequence[int]) -> bool:
+        """Whether a crop of ``shape`` (Z, Y, X) fits in one period of the grid."""
+        return all(int(s) <= n for s, n in zip(shape, self.grid))
+
+    def cut(self, shape: Sequence[int], index: Sequence[int], start: np.ndarray) -> torch.Tensor:
+        """``(n, *shape)`` noise: crop ``i`` from volume ``index[i]`` starting at ``start[i]`` (``(n, 3)``
+        voxels, taken modulo the grid), on the bank's device."""
+        shape = tuple(int(s) for s in shape)
+        if not self.holds(shape):
+            raise ValueError(f"NoiseBank: a crop of {shape} does not fit the bank's grid {self.grid}")
+        out = []
+        for i, st in zip(index, np.asarray(start).reshape(-1, 3)):
+            idx = [torch.from_numpy((int(s0) + np.arange(s)) % n).to(self.volumes.device) for s0, s, n in zip(st, shape, self.grid)]
+            v = self.volumes[int(i)].index_select(0, idx[0]).index_select(1, idx[1]).index_select(2, idx[2])
+            out.append(v)
+        return torch.stack(out)
 
 
 def _crop(x: torch.Tensor, margin: Sequence[int]) -> torch.Tensor:
@@ -73,12 +132,18 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         dtype: output dtype.
         local_level: scale the noise to the patch's own noise level (module docstring; the
             level is measured on the patch with its margin, averaged over channels).
+        noise_bank: ``0`` (default): each pair's noise drawn on the patch's own grid (with its
+            margin); ``B > 0``: cut at a random place from one of ``B`` volumes drawn once per
+            spectrum on the spectrum's own grid (:class:`NoiseBank`: the spectrum's fine
+            structure and long-range covariance kept, memory bounded by ``B`` grids); a patch
+            larger than that grid is drawn on its own grid.
 
     Input: ``img`` ``(C, Z', Y', X')`` (numpy or torch, any device). Output: a list of M
     ``(input, target)`` tuples of ``(C, Z'-2m, Y'-2m, X'-2m)`` torch tensors on the input's
     device (MetaTensors with the input's metadata, affine moved by the margin, when metadata is
-    tracked). The white noise is drawn from ``self.R`` in :meth:`randomize`, so
-    ``set_random_state`` makes the pairs reproducible; the FFTs run on the input's device.
+    tracked). The white noise (or the bank's volumes and the places cut from them) is drawn
+    from ``self.R``, so ``set_random_state`` makes the pairs reproducible; the FFTs run on the
+    input's device.
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -92,8 +157,11 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         prob: float = 1.0,
         dtype: torch.dtype = torch.float32,
         local_level: bool = False,
+        noise_bank: int = 0,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
+        if int(noise_bank) < 0:
+            raise ValueError(f"noise_bank must be >= 0, got {noise_bank}")
         if not alpha > 0:
             raise ValueError(f"alpha must be > 0, got {alpha}")
         if int(num_samples) < 1:
@@ -104,17 +172,44 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         self.margin = None if margin is None else spatial_tuple(margin, "margin")
         self.dtype = dtype
         self.local_level = bool(local_level)
+        self.noise_bank = int(noise_bank)
         self._white: np.ndarray | None = None
+        self._cuts: np.ndarray | None = None
+        self._banks: dict[int, tuple[NoiseSpectrum, NoiseBank]] = {}
 
     def randomize(self, data=None) -> None:
         """Decide whether to apply (``prob``) and, given an image (or a spatial shape), draw the
-        ``(M, Z', Y', X')`` white noise of its pairs from ``self.R``."""
+        ``(M, Z', Y', X')`` white noise of its pairs from ``self.R`` (with a bank: the volume and
+        place each pair's noise is cut from, as ``(M, 4)`` fractions of the bank and its grid)."""
         super().randomize(None)
-        self._white = None
+        self._white = self._cuts = None
         if data is None or not self._do_transform:
+            return
+        if self.noise_bank:
+            self._cuts = self.R.random_sample((self.num_samples, 4))
             return
         shape = tuple(data.shape[-3:]) if hasattr(data, "shape") else tuple(int(s) for s in data)
         self._white = self.R.standard_normal((self.num_samples, *shape)).astype(np.float32)
+
+    def bank(self, spectrum: NoiseSpectrum, device=None) -> NoiseBank:
+        """The :class:`NoiseBank` of ``spectrum`` (drawn from ``self.R`` the first time it is asked for)."""
+        entry = self._banks.get(id(spectrum))
+        if entry is None or entry[0] is not spectrum:
+            white = torch.from_numpy(self.R.standard_normal((self.noise_bank, *spectrum.grid.shape)).astype(np.float32))
+            entry = self._banks[id(spectrum)] = (spectrum, NoiseBank.draw(white.to(device), spectrum))
+        return entry[1]
+
+    def _noise(self, shape: tuple[int, int, int], spectrum: NoiseSpectrum, device) -> torch.Tensor:
+        """``(M, *shape)`` noise with ``spectrum``: cut from the bank, or drawn on the patch's grid."""
+        if self.noise_bank:
+            bank = self.bank(spectrum, device)
+            if bank.holds(shape):
+                index = np.minimum((self._cuts[:, 0] * bank.size).astype(int), bank.size - 1)
+                start = (self._cuts[:, 1:] * np.asarray(bank.grid)).astype(int)
+                return bank.cut(shape, index, start)
+            if self._white is None:  # the patch is larger than the bank's grid: its own draw
+                self._white = self.R.standard_normal((self.num_samples, *shape)).astype(np.float32)
+        return colored_noise(torch.from_numpy(self._white).to(device), spectrum)
 
     def _margin(self, img, margin) -> tuple[int, int, int]:
         if margin is None:
@@ -144,7 +239,7 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
             return [(c, c.clone()) for _ in range(self.num_samples)]
         if spectrum is None:
             raise ValueError("RandRecorruptedPair needs the noise spectrum (constructor or call argument)")
-        z = colored_noise(torch.from_numpy(self._white).to(x.device), spectrum)  # (M, Z', Y', X')
+        z = self._noise(tuple(x.shape[1:]), spectrum, x.device)  # (M, Z', Y', X')
         if self.local_level:
             z = z * local_noise_level(x, spectrum).mean().sqrt()
         pairs = []
@@ -181,6 +276,7 @@ class RandRecorruptedPaird(RandomizableTransform, MapTransform, MultiSampleTrait
         prob: float = 1.0,
         dtype: torch.dtype = torch.float32,
         local_level: bool = False,
+        noise_bank: int = 0,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -190,7 +286,7 @@ class RandRecorruptedPaird(RandomizableTransform, MapTransform, MultiSampleTrait
         self.label_key = label_key
         self.spectrum_key = spectrum_key
         self.pairer = RandRecorruptedPair(spectrum=spectrum, alpha=alpha, num_samples=num_samples, margin=margin, prob=1.0, dtype=dtype,
-                                          local_level=local_level)
+                                          local_level=local_level, noise_bank=noise_bank)
 
     @property
     def num_samples(self) -> int:
