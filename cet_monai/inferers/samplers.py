@@ -161,8 +161,8 @@ class RecorruptedSampler(WindowSampler):
         spatial = tuple(int(n) for n in shape[-3:])
         if self.noise_bank:
             if self._bank is None:
-                white = torch.randn((self.noise_bank, *self.spectrum.grid.shape), generator=generator, device=generator.device)
-                self._bank = NoiseBank.draw(white.to(device), self.spectrum)
+                self._bank = NoiseBank.draw(self.spectrum, self.noise_bank,
+                                            lambda grid: torch.randn(grid, generator=generator, device=generator.device), device)
             if self._bank.holds(spatial):
                 n = int(np.prod(shape[:-3]))
                 index = torch.randint(self._bank.size, (n,), generator=generator, device=generator.device).cpu().numpy()

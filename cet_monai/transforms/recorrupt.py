@@ -27,7 +27,7 @@ noise are then correlated and the network learns to keep some of it).
 from __future__ import annotations
 
 from copy import deepcopy
-from typing import Hashable, Mapping, Sequence
+from typing import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -78,12 +78,15 @@ class NoiseBank:
         self.volumes = volumes
 
     @classmethod
-    def draw(cls, white: torch.Tensor, spectrum: NoiseSpectrum) -> "NoiseBank":
-        """The bank of ``white`` (``(B, Z, Y, X)`` unit-variance white noise on the spectrum's grid,
-        ``spectrum.grid.shape``) coloured with ``spectrum`` (:func:`colored_noise`, one volume at a time)."""
-        if tuple(white.shape[1:]) != tuple(spectrum.grid.shape):
-            raise ValueError(f"NoiseBank: white noise {tuple(white.shape[1:])} is not on the spectrum's grid {tuple(spectrum.grid.shape)}")
-        return cls(torch.stack([colored_noise(w, spectrum) for w in white]))
+    def draw(cls, spectrum: NoiseSpectrum, size: int, white: Callable[[tuple], torch.Tensor], device=None) -> "NoiseBank":
+        """``size`` volumes on the spectrum's grid (``spectrum.grid.shape``), each ``white(grid)``
+        (unit-variance white noise, float32) coloured with ``spectrum`` (:func:`colored_noise`) one
+        at a time into the bank, so no more than one volume's white noise is held besides it."""
+        grid = tuple(int(n) for n in spectrum.grid.shape)
+        volumes = torch.empty((int(size), *grid), dtype=torch.float32, device=device)
+        for i in range(int(size)):
+            volumes[i] = colored_noise(white(grid).to(device), spectrum)
+        return cls(volumes)
 
     @property
     def size(self) -> int:
@@ -195,8 +198,8 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         """The :class:`NoiseBank` of ``spectrum`` (drawn from ``self.R`` the first time it is asked for)."""
         entry = self._banks.get(id(spectrum))
         if entry is None or entry[0] is not spectrum:
-            white = torch.from_numpy(self.R.standard_normal((self.noise_bank, *spectrum.grid.shape)).astype(np.float32))
-            entry = self._banks[id(spectrum)] = (spectrum, NoiseBank.draw(white.to(device), spectrum))
+            bank = NoiseBank.draw(spectrum, self.noise_bank, lambda grid: torch.from_numpy(self.R.standard_normal(grid).astype(np.float32)), device)
+            entry = self._banks[id(spectrum)] = (spectrum, bank)
         return entry[1]
 
     def _noise(self, shape: tuple[int, int, int], spectrum: NoiseSpectrum, device) -> torch.Tensor:
