@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import os
@@ -464,10 +465,12 @@ def main(argv=None) -> int:
                 batches.append(batch["image"] if isinstance(batch, dict) else batch[0]["image"])
                 if len(batches) == args.recalibrate_bn:
                     break
+        recalibrated = copy.deepcopy(net)  # the variants after this one score the network as trained
         with torch.no_grad():
-            update_bn(batches, net)
-        net.eval()
-        score(f"K8, batch-norm statistics over {args.recalibrate_bn} training batches", denoise_with_network(net, source.image, inferer(8, alpha)))
+            update_bn(batches, recalibrated)
+        recalibrated.eval()
+        score(f"K8, batch-norm statistics over {args.recalibrate_bn} training batches",
+              denoise_with_network(recalibrated, source.image, inferer(8, alpha)))
     if method.noise_bank:
         per_window = dataclasses.replace(method, noise_bank=0).window_inferer(versions=8, passes=1, seed=args.seed)
         score("K8, each window's noise drawn on its own grid", denoise_with_network(net, source.image, per_window))
