@@ -23,12 +23,12 @@ BUDGET = ["--iterations", "6", "--set", "epoch_length=2", "--set", "patch_size=[
           "--set", "network_def#features=[4,8]", "--versions", "2", "--device", "cpu"]
 
 
-def _denoise(tomo, out, fault=None, wait=True):
+def _denoise(tomo, out, fault=None, wait=True, extra=()):
     env = {k: v for k, v in os.environ.items() if k != "CET_MONAI_FAULT"}
     env["OMP_NUM_THREADS"] = "1"
     if fault:
         env["CET_MONAI_FAULT"] = fault
-    cmd = [sys.executable, "-m", "cet_monai.cli", "denoise", str(tomo), "-o", str(out), *BUDGET]
+    cmd = [sys.executable, "-m", "cet_monai.cli", "denoise", str(tomo), "-o", str(out), *BUDGET, *extra]
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -55,6 +55,25 @@ def test_killed_then_rerun_gives_the_uninterrupted_output(tmp_path, reference, f
     assert again.returncode == 0, again.stderr[-2000:]
     np.testing.assert_array_equal(read_volume(out)[0], expected)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_killed_with_a_noise_bank_then_rerun_gives_the_uninterrupted_output(tmp_path):
+    """With ``noise_bank`` the pairs are cut from volumes drawn at the first patch, before the first
+    checkpoint: the resumed run must cut from the same ones (the transform's state holds their seed)."""
+    bank = ("--set", "noise_bank=2")  # 24^3 patches (16 + 2 x 4 margin) fit the 24 x 32 x 32 spectrum grid
+    volume = simulate_tomogram(shape=(24, 32, 32), snr=0.05, seed=4).noisy.astype(np.float32)
+    outputs = []
+    for run in ("straight", "killed"):
+        (tmp_path / run).mkdir()
+        tomo, out = tmp_path / run / "tomo.mrc", tmp_path / run / "tomo_denoised.mrc"
+        write_volume(tomo, volume, voxel_size=10.0)
+        if run == "killed":
+            killed = _denoise(tomo, out, fault="checkpoint:2", extra=bank)
+            assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        done = _denoise(tomo, out, extra=bank)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(read_volume(out)[0])
+    np.testing.assert_array_equal(outputs[1], outputs[0])
 
 
 def test_sigterm_exits_cleanly_and_the_rerun_finishes(tmp_path, reference):

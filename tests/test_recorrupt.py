@@ -197,6 +197,40 @@ def test_noise_bank_cuts_wrap_around_and_are_seeded():
         RandRecorruptedPair(spectrum=spec, noise_bank=-1)
 
 
+def test_noise_bank_resumes_from_the_transform_state():
+    """A run restored from a checkpoint (``self.R``'s state and the transform's ``state_dict``) cuts
+    its pairs from the same bank as the uninterrupted run, though the bank was drawn before the
+    checkpoint; re-seeding draws another bank; a state from before banks had seeds loads as none."""
+    spec = _spectrum()
+    x = torch.randn(1, 12, 12, 12)
+
+    def pairer():
+        return RandRecorruptedPair(spectrum=spec, num_samples=2, margin=2, noise_bank=3).set_random_state(11)
+
+    straight = pairer()
+    straight(x)  # the bank is drawn here, at the first patch
+    r_state, t_state = straight.R.get_state(), straight.state_dict()
+    expected = straight(x)
+    resumed = pairer()  # a new process: nothing drawn yet
+    resumed.R.set_state(r_state)
+    resumed.load_state_dict(t_state)
+    got = resumed(x)
+    for (a, b), (c, d) in zip(got, expected):
+        torch.testing.assert_close(a, c)
+        torch.testing.assert_close(b, d)
+    # without the transform's state the restored stream draws another bank: the state is what resumes it
+    unseeded = pairer()
+    unseeded.R.set_state(r_state)
+    assert not torch.allclose(unseeded(x)[0][0], expected[0][0])
+    assert int(t_state["bank_seed"]) >= 0 and int(pairer().state_dict()["bank_seed"]) == -1
+    old = pairer()
+    old.load_state_dict({})
+    assert int(old.state_dict()["bank_seed"]) == -1
+    bank = straight.bank(spec)
+    straight.set_random_state(12)
+    assert not torch.allclose(straight.bank(spec).volumes, bank.volumes)
+
+
 def test_noise_bank_pairs_are_uncorrelated_and_the_sampler_cuts_from_its_own_bank():
     spec = _spectrum(n=32)
     t = RandRecorruptedPair(spectrum=spec, num_samples=4, margin=2, noise_bank=4).set_random_state(1)

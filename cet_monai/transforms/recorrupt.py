@@ -26,6 +26,7 @@ noise are then correlated and the network learns to keep some of it).
 
 from __future__ import annotations
 
+import zlib
 from copy import deepcopy
 from typing import Callable, Hashable, Mapping, Sequence
 
@@ -179,6 +180,26 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         self._white: np.ndarray | None = None
         self._cuts: np.ndarray | None = None
         self._banks: dict[int, tuple[NoiseSpectrum, NoiseBank]] = {}
+        self._bank_seed: int | None = None
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        """Seed ``self.R`` (MONAI's ``Randomizable``); the noise banks are drawn again from the new stream."""
+        super().set_random_state(seed, state)
+        self._banks = {}
+        self._bank_seed = None
+        return self
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs besides ``self.R``: the seed the noise banks are drawn with (-1: not
+        drawn yet), so a run resumed from a checkpoint cuts its pairs from the very same banks."""
+        return {"bank_seed": torch.tensor(-1 if self._bank_seed is None else self._bank_seed, dtype=torch.int64)}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        seed = int(state["bank_seed"]) if "bank_seed" in state else -1  # checkpoints from before banks had seeds: none
+        seed = None if seed < 0 else seed
+        if seed != self._bank_seed:
+            self._banks = {}
+        self._bank_seed = seed
 
     def randomize(self, data=None) -> None:
         """Decide whether to apply (``prob``) and, given an image (or a spatial shape), draw the
@@ -195,10 +216,16 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         self._white = self.R.standard_normal((self.num_samples, *shape)).astype(np.float32)
 
     def bank(self, spectrum: NoiseSpectrum, device=None) -> NoiseBank:
-        """The :class:`NoiseBank` of ``spectrum`` (drawn from ``self.R`` the first time it is asked for)."""
+        """The :class:`NoiseBank` of ``spectrum``, drawn the first time it is asked for with its own
+        generator: seeded by one number drawn from ``self.R`` the first time any bank is needed (kept
+        in :meth:`state_dict`) and the spectrum's values, so each spectrum's bank is the same
+        whatever order the spectra come in, and a resumed run draws the same banks again."""
         entry = self._banks.get(id(spectrum))
         if entry is None or entry[0] is not spectrum:
-            bank = NoiseBank.draw(spectrum, self.noise_bank, lambda grid: torch.from_numpy(self.R.standard_normal(grid).astype(np.float32)), device)
+            if self._bank_seed is None:
+                self._bank_seed = int(self.R.randint(0, 2**31 - 1))
+            rng = np.random.RandomState((self._bank_seed + zlib.crc32(np.ascontiguousarray(spectrum.grid).tobytes())) % 2**32)
+            bank = NoiseBank.draw(spectrum, self.noise_bank, lambda grid: torch.from_numpy(rng.standard_normal(grid).astype(np.float32)), device)
             entry = self._banks[id(spectrum)] = (spectrum, bank)
         return entry[1]
 
