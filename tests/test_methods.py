@@ -147,6 +147,7 @@ def test_records_older_than_a_setting_keep_what_they_were_trained_with():
     assert old.flip_versions is False
     assert old.spectrum_calibration == "white"  # a shared model re-estimates its spectra as it was trained
     assert old.spectrum_low_frequencies == "ramp" and old.noise_bank == 0
+    assert old.noise_weighted_loss == 0.0  # trained with the plain MSE
 
 
 def test_noise_bank_and_low_frequency_settings_reach_the_pairing_and_the_sampler(source):
@@ -160,6 +161,23 @@ def test_noise_bank_and_low_frequency_settings_reach_the_pairing_and_the_sampler
     spectra = (method.spectrum, method.spectrum, method.spectrum)
     several = RecorruptedPairs(noise_bank=6, spectrum_seed=0, spectra=spectra)
     assert several.training_pairing().transforms[-1].pairer.noise_bank == 2
+
+
+def test_noise_weighted_loss_is_built_with_the_estimated_spectra(source):
+    """``noise_weighted_loss`` is the exponent of the loss the method builds, with its own spectrum
+    (several tomograms: all of theirs); 0 is the plain MSE; out-of-range values are refused."""
+    from cet_monai.losses import NoiseWeightedMSELoss
+
+    method = RecorruptedPairs(noise_weighted_loss=0.5).fitted_to(source)
+    loss = method.training_loss()
+    assert isinstance(loss, NoiseWeightedMSELoss) and loss.exponent == 0.5 and loss.spectra == [method.spectrum]
+    assert method_from_dict(method.to_dict()).noise_weighted_loss == 0.5
+    assert isinstance(RecorruptedPairs(noise_weighted_loss=0).fitted_to(source).training_loss(), torch.nn.MSELoss)
+    several = RecorruptedPairs(noise_weighted_loss=1, spectrum_seed=0, spectra=(method.spectrum, method.spectrum.scaled(2.0)))
+    assert len(several.training_loss().spectra) == 2
+    for bad in (3.0, "half", True):
+        with pytest.raises(CetMonaiError, match="noise_weighted_loss"):
+            RecorruptedPairs(noise_weighted_loss=bad)
 
 
 def test_the_flip_setting_reaches_the_window_inferer():

@@ -23,6 +23,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from cet_monai.errors import CetMonaiError
 from cet_monai.methods.base import DenoisingMethod, _positive, _probability, register_method
 
@@ -56,6 +58,9 @@ class RecorruptedPairs(DenoisingMethod):
             to 128 voxels per axis, whatever the tomogram's size;
             :class:`~cet_monai.transforms.NoiseBank`), which keeps the spectrum's fine structure;
             for several tomograms ``max(2, B // n)`` volumes per tomogram.
+        noise_weighted_loss: the training loss weights each Fourier coefficient of the error by the
+            estimated noise power there to this power (:class:`~cet_monai.losses.NoiseWeightedMSELoss`;
+            ``0``: the plain mean squared error).
         spectrum: the estimated :class:`~cet_monai.noise_spectrum.NoiseSpectrum`; set by
             :meth:`fitted_to` (``None`` before, and for several tomograms).
         spectrum_seed: set by :meth:`fitted_to` when fitted on several tomograms: each one's
@@ -74,7 +79,8 @@ class RecorruptedPairs(DenoisingMethod):
     # checkpoints written before these settings existed were trained without them
     # (2026-12-03: both became the default after the benchmark table; docs/benchmarks.md)
     absent_in_old_records = {"spectrum_equalize_levels": False, "local_noise_level": False, "flip_versions": False,
-                             "spectrum_calibration": "white", "spectrum_low_frequencies": "ramp", "noise_bank": 0}
+                             "spectrum_calibration": "white", "spectrum_low_frequencies": "ramp", "noise_bank": 0,
+                             "noise_weighted_loss": 0.0}
 
     alpha: float = 1.0
     spectrum_block: int = 32
@@ -84,6 +90,7 @@ class RecorruptedPairs(DenoisingMethod):
     local_noise_level: bool = True
     spectrum_low_frequencies: str = "ramp"
     noise_bank: int = 0
+    noise_weighted_loss: float = 0.0
     flip_versions: bool = True
     spectrum: Any = field(default=None, compare=False, repr=False)
     spectrum_seed: int | None = None
@@ -107,6 +114,10 @@ class RecorruptedPairs(DenoisingMethod):
             raise CetMonaiError(f"spectrum_low_frequencies must be one of {', '.join(LOW_FREQUENCY_MODELS)}, "
                                 f"got {self.spectrum_low_frequencies!r}")
         object.__setattr__(self, "noise_bank", _positive("noise_bank", self.noise_bank, 0))
+        if isinstance(self.noise_weighted_loss, bool) or not isinstance(self.noise_weighted_loss, (int, float)) \
+                or not -2.0 <= float(self.noise_weighted_loss) <= 2.0:
+            raise CetMonaiError(f"noise_weighted_loss must be a number in [-2, 2] (0: plain MSE), got {self.noise_weighted_loss!r}")
+        object.__setattr__(self, "noise_weighted_loss", float(self.noise_weighted_loss))
         for name in ("spectrum_equalize_levels", "local_noise_level"):
             if not isinstance(getattr(self, name), bool):
                 raise CetMonaiError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -195,6 +206,20 @@ class RecorruptedPairs(DenoisingMethod):
                 options["noise_bank"] = max(2, self.noise_bank // len(self.spectra))
             return Compose([SelectNoiseSpectrumd(self.spectra), RandRecorruptedPaird(keys="image", label_key="label", **options)])
         return RandRecorruptedPaird(keys="image", label_key="label", spectrum=self._spectrum(), **options)
+
+    def training_loss(self):
+        """The training loss: :class:`~cet_monai.losses.NoiseWeightedMSELoss` with the estimated
+        spectrum (several tomograms: all their spectra, each by its shape) and
+        :attr:`noise_weighted_loss` as its exponent; ``torch.nn.MSELoss`` when that is 0."""
+        if self.noise_weighted_loss == 0.0:
+            return torch.nn.MSELoss()
+        from cet_monai.losses import NoiseWeightedMSELoss
+
+        if self.per_tomogram:
+            if not self.spectra:
+                raise CetMonaiError("the recorrupted method needs the spectra of its tomograms: call fitted_to(collection) first")
+            return NoiseWeightedMSELoss(list(self.spectra), exponent=self.noise_weighted_loss)
+        return NoiseWeightedMSELoss(self._spectrum(), exponent=self.noise_weighted_loss)
 
     def sampler(self, num_versions: int | None = None):
         from cet_monai.inferers.samplers import RecorruptedSampler
