@@ -87,6 +87,8 @@ class NoiseWeightedMSELoss(_Loss):
     batch and channels, like ``MSELoss(reduction="mean")``).
     """
 
+    # Written here: MONAI's spectral loss (monai.losses.JukeboxLoss) compares the FFT magnitudes of
+    # prediction and target (phase-blind, for generative models); this weights the complex error.
     def __init__(self, spectrum, exponent: float = 0.5, floor: float = 0.05) -> None:
         super().__init__()
         spectra = list(spectrum) if isinstance(spectrum, Sequence) else [spectrum]
