@@ -115,7 +115,8 @@ class NoiseWeightedMSELoss(_Loss):
             def grid_mean(values: np.ndarray) -> float:  # mean over the full grid, from the half spectrum
                 return float((values * columns).sum() / (columns.sum() * values.shape[0] * values.shape[1]))
 
-            power = np.mean([p / max(grid_mean(p), 1e-30) for p in (s.on_grid(shape, rfft=True).astype(np.float64) for s in self.spectra)], axis=0)
+            grids = [s.on_grid(shape, rfft=True).astype(np.float64) for s in self.spectra]
+            power = np.mean([p / max(grid_mean(p), 1e-30) for p in grids], axis=0)  # each spectrum by its shape
             weight = np.maximum(power, self.floor * grid_mean(power)) ** self.exponent
             weight = weight / grid_mean(weight)
             self._weights[key] = torch.from_numpy((weight * columns).astype(np.float32)).to(device)

@@ -190,6 +190,12 @@ class RecorruptedPairs(DenoisingMethod):
             raise CetMonaiError("the recorrupted method needs its noise spectrum: call fitted_to(source) first")
         return self.spectrum
 
+    def _tomogram_spectra(self) -> tuple:
+        """The spectra of the tomograms fitted on (several tomograms), or a clear error before fitting."""
+        if not self.spectra:
+            raise CetMonaiError("the recorrupted method needs the spectra of its tomograms: call fitted_to(collection) first")
+        return self.spectra
+
     def training_pairing(self, source=None, seed: int = 0):
         """Recorrupted pairs with the tomogram's spectrum; for several tomograms, each item's own
         (:class:`~cet_monai.transforms.SelectNoiseSpectrumd` by its ``tomogram_index``, then the
@@ -200,11 +206,10 @@ class RecorruptedPairs(DenoisingMethod):
 
         options = {"alpha": self.alpha, "num_samples": self.pairs_per_patch, "local_level": self.local_noise_level, "noise_bank": self.noise_bank}
         if self.per_tomogram:
-            if not self.spectra:
-                raise CetMonaiError("the recorrupted method needs the spectra of its tomograms: call fitted_to(collection) first")
+            spectra = self._tomogram_spectra()
             if self.noise_bank:  # one bank per tomogram: the same memory in all as one tomogram's
-                options["noise_bank"] = max(2, self.noise_bank // len(self.spectra))
-            return Compose([SelectNoiseSpectrumd(self.spectra), RandRecorruptedPaird(keys="image", label_key="label", **options)])
+                options["noise_bank"] = max(2, self.noise_bank // len(spectra))
+            return Compose([SelectNoiseSpectrumd(spectra), RandRecorruptedPaird(keys="image", label_key="label", **options)])
         return RandRecorruptedPaird(keys="image", label_key="label", spectrum=self._spectrum(), **options)
 
     def training_loss(self):
@@ -215,11 +220,8 @@ class RecorruptedPairs(DenoisingMethod):
             return torch.nn.MSELoss()
         from cet_monai.losses import NoiseWeightedMSELoss
 
-        if self.per_tomogram:
-            if not self.spectra:
-                raise CetMonaiError("the recorrupted method needs the spectra of its tomograms: call fitted_to(collection) first")
-            return NoiseWeightedMSELoss(list(self.spectra), exponent=self.noise_weighted_loss)
-        return NoiseWeightedMSELoss(self._spectrum(), exponent=self.noise_weighted_loss)
+        spectra = list(self._tomogram_spectra()) if self.per_tomogram else self._spectrum()
+        return NoiseWeightedMSELoss(spectra, exponent=self.noise_weighted_loss)
 
     def sampler(self, num_versions: int | None = None):
         from cet_monai.inferers.samplers import RecorruptedSampler
