@@ -139,6 +139,57 @@ def test_local_level_scales_the_drawn_noise_to_the_patch_and_window():
     assert sampler.config["local_level"] is True
 
 
+
+def test_equalize_level_divides_the_patch_and_window_by_their_noise_level():
+    """With ``equalize_level`` the pair is the ``local_level`` pair divided by ``sqrt(level)``:
+    a patch whose noise is twice the spectrum's gives the same pairs as the weak one (the noise
+    drawn at the spectrum's strength); at inference each window's versions are divided alike and
+    ``restore`` multiplies the predictions back, so an identity network returns exactly what the
+    ``local_level`` sampler's versions average to."""
+    spec = NoiseSpectrum(_spectrum().grid, {"k0": 0.15})
+    weak, strong = _noisy(spec, shape=(32, 32, 32), seed=3), 2.0 * _noisy(spec, shape=(32, 32, 32), seed=3)
+
+    def pair(x, equalize):
+        t = RandRecorruptedPair(spectrum=spec, num_samples=1, margin=4, local_level=True, equalize_level=equalize)
+        (inp, tgt), = t.set_random_state(0)(x)
+        return inp, tgt
+
+    scaled_inp, scaled_tgt = pair(strong, False)
+    eq_inp, eq_tgt = pair(strong, True)
+    from cet_monai.noise_spectrum import local_noise_level
+
+    root = float(local_noise_level(strong, spec).mean().sqrt())
+    assert root == pytest.approx(2.0, rel=0.1)
+    torch.testing.assert_close(eq_inp * root, scaled_inp, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(eq_tgt * root, scaled_tgt, rtol=1e-4, atol=1e-4)
+    weak_inp, _ = pair(weak, True)  # the same noise strength in the network's input either way
+    assert float(eq_inp.std() / weak_inp.std()) == pytest.approx(1.0, rel=0.05)
+    with pytest.raises(ValueError, match="local_level"):
+        RandRecorruptedPair(spectrum=spec, equalize_level=True)
+
+    windows = torch.cat([weak[None], strong[None]])  # (B=2, C=1, 32, 32, 32)
+    plain = RecorruptedSampler(spec, num_versions=3, margin=4, local_level=True)
+    equal = RecorruptedSampler(spec, num_versions=3, margin=4, local_level=True, equalize_level=True)
+    v_plain, aux_plain = plain.versions(windows, torch.Generator().manual_seed(0))
+    v_equal, aux_equal = equal.versions(windows, torch.Generator().manual_seed(0))
+    assert aux_plain is None and aux_equal.shape == (2, 1, 1, 1, 1)
+    assert float(v_equal[:, 1].std() / v_equal[:, 0].std()) == pytest.approx(1.0, rel=0.1)
+    restored = equal.restore(v_equal[None], aux_equal)  # the identity network's predictions, scaled back
+    torch.testing.assert_close(equal.combine(restored, aux_equal), plain.combine(v_plain[None], None), rtol=1e-4, atol=1e-4)
+    assert equal.config["equalize_level"] is True and "equalize_level" not in plain.config
+    with pytest.raises(ValueError, match="local_level"):
+        RecorruptedSampler(spec, equalize_level=True)
+    from cet_monai.inferers import MCDropoutInferer
+
+    def infer(sampler):  # the whole inferer, the spread over predictions included
+        inferer = MCDropoutInferer(roi_size=32, sampler=sampler, passes=0, seed=0, return_std=True)
+        return inferer(strong[None], torch.nn.Identity())
+
+    out_plain, out_equal = infer(plain), infer(equal)
+    torch.testing.assert_close(out_equal["mean"], out_plain["mean"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out_equal["std"], out_plain["std"], rtol=1e-4, atol=1e-4)
+
+
 def _echo_spectrum(shape=(8, 8, 128), lag=40):
     """Unit white noise plus a copy of itself ``lag`` voxels along X: covariance 1 at lag 0 and
     0.5 at +-lag along X (power ``1 + cos(2 pi k_x lag)``), a long-range structure that is fine

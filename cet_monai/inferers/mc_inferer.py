@@ -74,6 +74,12 @@ class WindowSampler:
         """
         raise NotImplementedError
 
+    def restore(self, predictions: torch.Tensor, aux) -> torch.Tensor:
+        """``predictions`` (T, K, B, C, Z, Y, X) on the windows' own scale, for :meth:`combine` and
+        the spread over predictions (a sampler that rescaled the windows scales them back); as
+        they are by default."""
+        return predictions
+
     def combine(self, predictions: torch.Tensor, aux) -> torch.Tensor:
         """Estimate from ``predictions`` (T, K, B, C, Z, Y, X): the mean over passes and versions."""
         return predictions.mean(dim=(0, 1))
@@ -224,6 +230,7 @@ class MCDropoutInferer(Inferer):
                     preds = out.reshape((t, k, b) + out.shape[1:])
                     if self.flip_versions:
                         preds = _flip_each(preds, 1)
+                    preds = self.sampler.restore(preds, aux)
                     estimate = self.sampler.combine(preds, aux)
                     if self.return_std:
                         return {"mean": estimate, "std": preds.float().std(dim=(0, 1), unbiased=False)}

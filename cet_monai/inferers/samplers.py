@@ -130,6 +130,10 @@ class RecorruptedSampler(WindowSampler):
             so the FFT's periodic wrap-around does not correlate the noise across window edges.
         local_level: scale each window's noise to the window's own noise level, as in training
             (:func:`~cet_monai.noise_spectrum.local_noise_level`, measured on the window).
+        equalize_level: with ``local_level``, as in training
+            (:class:`~cet_monai.transforms.RandRecorruptedPair`): each window divided by the square
+            root of its level (the noise drawn at the spectrum's strength) and the network's
+            predictions multiplied back (:meth:`restore`).
         noise_bank: ``0``: each window's noise drawn on the window's grid (with the margin);
             ``B > 0``: cut at random places from ``B`` volumes drawn once on the spectrum's own
             grid (:class:`~cet_monai.transforms.NoiseBank`, as training cuts them; drawn from
@@ -137,22 +141,26 @@ class RecorruptedSampler(WindowSampler):
     """
 
     def __init__(self, spectrum, num_versions: int = 8, alpha: float = 1.0, margin: int = 8, local_level: bool = False,
-                 noise_bank: int = 0):
+                 noise_bank: int = 0, equalize_level: bool = False):
         from cet_monai.noise_spectrum import NoiseSpectrum
 
         if int(num_versions) < 1:
             raise ValueError(f"num_versions must be >= 1, got {num_versions}")
+        if equalize_level and not local_level:
+            raise ValueError("equalize_level divides each window by its local noise level: it needs local_level=True")
         self.spectrum = spectrum if isinstance(spectrum, NoiseSpectrum) else NoiseSpectrum.from_state_dict(spectrum)
         self.num_versions = int(num_versions)
         self.alpha = float(alpha)
         self.margin = int(margin)
         self.local_level = bool(local_level)
+        self.equalize_level = bool(equalize_level)
         if int(noise_bank) < 0:
             raise ValueError(f"noise_bank must be >= 0, got {noise_bank}")
         self.noise_bank = int(noise_bank)
         self._bank = None
         self.config = {"spectrum": self.spectrum.state_dict(), "num_versions": self.num_versions, "alpha": self.alpha, "margin": self.margin,
-                       "local_level": self.local_level, **({"noise_bank": self.noise_bank} if self.noise_bank else {})}
+                       "local_level": self.local_level, **({"noise_bank": self.noise_bank} if self.noise_bank else {}),
+                       **({"equalize_level": True} if self.equalize_level else {})}
 
     def _noise(self, shape: tuple, generator, device) -> torch.Tensor:
         """Noise of ``shape`` (``(..., Z, Y, X)``) with the spectrum, on ``device``."""
@@ -181,5 +189,13 @@ class RecorruptedSampler(WindowSampler):
             from cet_monai.noise_spectrum import local_noise_level
 
             level = local_noise_level(windows, self.spectrum).mean(dim=1)  # (B,): channels averaged
-            z = z * level.sqrt().to(z.dtype)[None, :, None, None, None, None]
+            scale = level.sqrt().to(z.dtype)[:, None, None, None, None]
+            if self.equalize_level:
+                return (windows / scale).unsqueeze(0) + self.alpha * z, scale
+            z = z * scale[None]
         return windows.unsqueeze(0) + self.alpha * z, None
+
+    def restore(self, predictions, aux):
+        """With ``equalize_level``: ``predictions`` (T, K, B, C, Z, Y, X) of the divided windows
+        times each window's ``sqrt(level)`` (``aux``), back on the tomogram's scale."""
+        return predictions if aux is None else predictions * aux.to(predictions.dtype)

@@ -49,6 +49,10 @@ class RecorruptedPairs(DenoisingMethod):
         local_noise_level: scale the drawn noise, patch by patch and window by window, to the
             noise that patch holds where noise dominates (the spectrum's shape is global, its
             strength local: noise varies across a lamella with its thickness). Default on.
+        equalize_noise_level: with ``local_noise_level``, divide each patch and window by the
+            square root of its noise level instead of scaling the drawn noise (the output multiplied
+            back): the network sees noise of one strength everywhere
+            (:class:`~cet_monai.transforms.RandRecorruptedPair`'s ``equalize_level``).
         spectrum_low_frequencies: what the estimator puts below its lowest noise-dominated shell:
             ``"ramp"`` (a linear extension, direction by direction) or ``"cylindrical"`` (a
             model of single-axis tilt geometry fitted above it, the tilt axis along Y;
@@ -80,7 +84,7 @@ class RecorruptedPairs(DenoisingMethod):
     # (2026-12-03: both became the default after the benchmark table; docs/benchmarks.md)
     absent_in_old_records = {"spectrum_equalize_levels": False, "local_noise_level": False, "flip_versions": False,
                              "spectrum_calibration": "white", "spectrum_low_frequencies": "ramp", "noise_bank": 0,
-                             "noise_weighted_loss": 0.0}
+                             "noise_weighted_loss": 0.0, "equalize_noise_level": False}
 
     alpha: float = 1.0
     spectrum_block: int = 32
@@ -88,6 +92,7 @@ class RecorruptedPairs(DenoisingMethod):
     spectrum_equalize_levels: bool = True
     spectrum_calibration: str = "colored"
     local_noise_level: bool = True
+    equalize_noise_level: bool = False
     spectrum_low_frequencies: str = "ramp"
     noise_bank: int = 0
     noise_weighted_loss: float = 0.0
@@ -118,9 +123,11 @@ class RecorruptedPairs(DenoisingMethod):
                 or not -2.0 <= float(self.noise_weighted_loss) <= 2.0:
             raise CetMonaiError(f"noise_weighted_loss must be a number in [-2, 2] (0: plain MSE), got {self.noise_weighted_loss!r}")
         object.__setattr__(self, "noise_weighted_loss", float(self.noise_weighted_loss))
-        for name in ("spectrum_equalize_levels", "local_noise_level"):
+        for name in ("spectrum_equalize_levels", "local_noise_level", "equalize_noise_level"):
             if not isinstance(getattr(self, name), bool):
                 raise CetMonaiError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.equalize_noise_level and not self.local_noise_level:
+            raise CetMonaiError("equalize_noise_level divides each patch by its local noise level: it needs local_noise_level: true")
         if self.spectrum_seed is not None:
             object.__setattr__(self, "spectrum_seed", int(self.spectrum_seed))
         object.__setattr__(self, "spectra", tuple(self.spectra))
@@ -204,7 +211,8 @@ class RecorruptedPairs(DenoisingMethod):
 
         from cet_monai.transforms import RandRecorruptedPaird, SelectNoiseSpectrumd
 
-        options = {"alpha": self.alpha, "num_samples": self.pairs_per_patch, "local_level": self.local_noise_level, "noise_bank": self.noise_bank}
+        options = {"alpha": self.alpha, "num_samples": self.pairs_per_patch, "local_level": self.local_noise_level, "noise_bank": self.noise_bank,
+                   "equalize_level": self.equalize_noise_level}
         if self.per_tomogram:
             spectra = self._tomogram_spectra()
             if self.noise_bank:  # one bank per tomogram: the same memory in all as one tomogram's
@@ -227,7 +235,8 @@ class RecorruptedPairs(DenoisingMethod):
         from cet_monai.inferers.samplers import RecorruptedSampler
 
         return RecorruptedSampler(spectrum=self._spectrum(), num_versions=self.versions if num_versions is None else int(num_versions),
-                                  alpha=self.alpha, margin=self.margin, local_level=self.local_noise_level, noise_bank=self.noise_bank)
+                                  alpha=self.alpha, margin=self.margin, local_level=self.local_noise_level, noise_bank=self.noise_bank,
+                                  equalize_level=self.equalize_noise_level)
 
     def validation_versions(self) -> int:
         return 2  # fewer draws while training: validation only ranks the networks

@@ -22,6 +22,12 @@ holds where noise dominates (:func:`cet_monai.noise_spectrum.local_noise_level`)
 shape for the tomogram, its strength measured locally (a lamella's thickness, and so its noise,
 varies across it; a global spectrum is too weak in the noisier parts, where input and target
 noise are then correlated and the network learns to keep some of it).
+
+With ``equalize_level`` (and ``local_level``) the patch is divided by the square root of that
+level instead, and the noise drawn at the spectrum's own strength: the pair is the one above
+divided by ``sqrt(level)``, so the network sees noise of one strength in every patch, wherever it
+lies on the lamella, and the inference multiplies each window's estimate back
+(:class:`cet_monai.inferers.RecorruptedSampler` with ``equalize_level``).
 """
 
 from __future__ import annotations
@@ -136,6 +142,9 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         dtype: output dtype.
         local_level: scale the noise to the patch's own noise level (module docstring; the
             level is measured on the patch with its margin, averaged over channels).
+        equalize_level: with ``local_level``: divide the patch by the square root of its level
+            instead of scaling the noise (module docstring); the pair's noise then has the
+            spectrum's strength in every patch.
         noise_bank: ``0`` (default): each pair's noise drawn on the patch's own grid (with its
             margin); ``B > 0``: cut at a random place from one of ``B`` volumes drawn once per
             spectrum on the spectrum's own grid (:class:`NoiseBank`: the spectrum's fine
@@ -162,8 +171,11 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         dtype: torch.dtype = torch.float32,
         local_level: bool = False,
         noise_bank: int = 0,
+        equalize_level: bool = False,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
+        if equalize_level and not local_level:
+            raise ValueError("equalize_level divides each patch by its local noise level: it needs local_level=True")
         if int(noise_bank) < 0:
             raise ValueError(f"noise_bank must be >= 0, got {noise_bank}")
         if not alpha > 0:
@@ -176,6 +188,7 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         self.margin = None if margin is None else spatial_tuple(margin, "margin")
         self.dtype = dtype
         self.local_level = bool(local_level)
+        self.equalize_level = bool(equalize_level)
         self.noise_bank = int(noise_bank)
         self._white: np.ndarray | None = None
         self._cuts: np.ndarray | None = None
@@ -271,7 +284,11 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
             raise ValueError("RandRecorruptedPair needs the noise spectrum (constructor or call argument)")
         z = self._noise(tuple(x.shape[1:]), spectrum, x.device)  # (M, Z', Y', X')
         if self.local_level:
-            z = z * local_noise_level(x, spectrum).mean().sqrt()
+            level = local_noise_level(x, spectrum).mean()
+            if self.equalize_level:
+                x = x / level.sqrt()
+            else:
+                z = z * level.sqrt()
         pairs = []
         for j in range(self.num_samples):
             zj = z[j][None]  # the same noise in every channel
@@ -307,6 +324,7 @@ class RandRecorruptedPaird(RandomizableTransform, MapTransform, MultiSampleTrait
         dtype: torch.dtype = torch.float32,
         local_level: bool = False,
         noise_bank: int = 0,
+        equalize_level: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -316,7 +334,7 @@ class RandRecorruptedPaird(RandomizableTransform, MapTransform, MultiSampleTrait
         self.label_key = label_key
         self.spectrum_key = spectrum_key
         self.pairer = RandRecorruptedPair(spectrum=spectrum, alpha=alpha, num_samples=num_samples, margin=margin, prob=1.0, dtype=dtype,
-                                          local_level=local_level, noise_bank=noise_bank)
+                                          local_level=local_level, noise_bank=noise_bank, equalize_level=equalize_level)
 
     @property
     def num_samples(self) -> int:
