@@ -6,7 +6,7 @@ best-SSIM Gaussian's, and the slope of clean on the output without a fit. Varian
 * ``K8``: the default inference, K = 8 noise draws of ``a`` (always run), and ``K8, no flips``:
   the same draws without the method's wedge-keeping flips (run when the method flips its versions);
   with a noise bank (``--set noise_bank=B``) also the draws made on each window's own grid;
-* ``--inference``: K = 32, the network on ``y`` itself (once, and in 8 flipped copies), draws of
+* ``--inference``: K = 16 and 32, the network on ``y`` itself (once, and in 8 flipped copies), draws of
   ``a/2`` and ``0.7 a``;
 * ``--oracle-spectrum [smoothed|expected]``: the whole run with the true noise's spectrum instead
   of the estimate (not a method): ``smoothed``, the 5x5x5-averaged periodogram of this tomogram's
@@ -496,6 +496,7 @@ def main(argv=None) -> int:
         score("K8, one thinned network per draw", denoise_with_network(net, source.image, own))
         score("K8 x T4 dropout passes", denoise_with_network(net, source.image, method.window_inferer(versions=8, passes=4, seed=args.seed)))
     if args.inference:
+        score("K16", denoise_with_network(net, source.image, inferer(16, alpha)))
         score("K32", denoise_with_network(net, source.image, inferer(32, alpha)))
         score("on y, no draw", denoise_with_network(net, source.image, inferer(1, 0.0)))
         score("on y, 8 flipped copies", denoise_with_network(net, source.image, inferer(8, 0.0)))

@@ -116,6 +116,9 @@ def test_recorrupted_method_estimates_its_spectrum_once(source):
         (lambda: RecorruptedPairs(spectrum_low_frequencies="flat"), "spectrum_low_frequencies"),
         (lambda: RecorruptedPairs(noise_bank=-2), "noise_bank"),
         (lambda: RecorruptedPairs(equalize_noise_level="yes"), "equalize_noise_level"),
+        (lambda: RecorruptedPairs(target_lowpass=0.0), "target_lowpass"),
+        (lambda: RecorruptedPairs(target_lowpass=0.95), "target_lowpass"),
+        (lambda: RecorruptedPairs(target_lowpass="high"), "target_lowpass"),
         (lambda: RecorruptedPairs(equalize_noise_level=True, local_noise_level=False), "needs local_noise_level"),
         (lambda: RealSpaceBernoulli(versions=0), "versions"),
         (lambda: RealSpaceBernoulli(patch_size=(16, 16)), "3 edges"),
@@ -151,6 +154,7 @@ def test_records_older_than_a_setting_keep_what_they_were_trained_with():
     assert old.spectrum_low_frequencies == "ramp" and old.noise_bank == 0
     assert old.noise_weighted_loss == 0.0  # trained with the plain MSE
     assert old.equalize_noise_level is False  # the drawn noise scaled, the patches not divided
+    assert old.target_lowpass is None  # targets not filtered
 
 
 def test_noise_bank_and_low_frequency_settings_reach_the_pairing_and_the_sampler(source):
@@ -169,6 +173,10 @@ def test_equalize_noise_level_reaches_the_pairing_and_the_sampler(source):
     assert method.sampler().equalize_level is True
     assert method_from_dict(method.to_dict()).equalize_noise_level is True
     assert RecorruptedPairs().fitted_to(source).sampler().equalize_level is False
+    assert RecorruptedPairs().fitted_to(source).training_pairing().pairer.target_lowpass is None
+    lowpass = RecorruptedPairs(target_lowpass=0.35).fitted_to(source)
+    assert lowpass.training_pairing().pairer.target_lowpass == 0.35
+    assert method_from_dict(lowpass.to_dict()).target_lowpass == 0.35
     spectra = (method.spectrum, method.spectrum, method.spectrum)
     several = RecorruptedPairs(noise_bank=6, spectrum_seed=0, spectra=spectra)
     assert several.training_pairing().transforms[-1].pairer.noise_bank == 2

@@ -296,3 +296,27 @@ def test_noise_bank_pairs_are_uncorrelated_and_the_sampler_cuts_from_its_own_ban
     again = RecorruptedSampler(spec, num_versions=4, alpha=0.5, margin=2, noise_bank=3).versions(windows, torch.Generator().manual_seed(0))[0]
     torch.testing.assert_close(versions, again)
     assert "noise_bank" not in RecorruptedSampler(spec).config  # records without a bank are what they were
+
+
+def test_target_lowpass_filters_the_target_on_the_patch_with_its_margin():
+    """The input is untouched; the target is the unfiltered target low-passed on the patch WITH its
+    margin, then cropped: nothing left above cutoff + roll-off, everything kept below the cutoff."""
+    from cet_monai.transforms import radial_lowpass
+
+    spec = _spectrum()
+    x = torch.randn(1, 32, 32, 32)
+    whole = RandRecorruptedPair(spectrum=spec, num_samples=2, margin=0).set_random_state(3)(x)
+    plain = RandRecorruptedPair(spectrum=spec, num_samples=2, margin=4).set_random_state(3)(x)
+    cut = RandRecorruptedPair(spectrum=spec, num_samples=2, margin=4, target_lowpass=0.2).set_random_state(3)(x)
+    for (inp_w, tgt_w), (inp_p, tgt_p), (inp_c, tgt_c) in zip(whole, plain, cut):
+        torch.testing.assert_close(inp_c, inp_p)  # same draws, input unchanged
+        torch.testing.assert_close(tgt_p, tgt_w[:, 4:-4, 4:-4, 4:-4])
+        filtered = radial_lowpass(tgt_w, 0.2, 0.05)
+        torch.testing.assert_close(tgt_c, filtered[:, 4:-4, 4:-4, 4:-4], atol=1e-5, rtol=0)
+        assert not torch.allclose(tgt_c, tgt_p, atol=1e-2)
+    k = np.sqrt(sum(f**2 for f in np.meshgrid(np.fft.fftfreq(32), np.fft.fftfreq(32), np.fft.rfftfreq(32), indexing="ij")))
+    low, high = torch.fft.rfftn(filtered[0]), torch.fft.rfftn(tgt_w[0])
+    assert float(low.abs()[k > 0.25].max()) < 1e-3 * float(high.abs()[k > 0.25].max())
+    torch.testing.assert_close(low[k <= 0.2], high[k <= 0.2], atol=1e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match="target_lowpass"):
+        RandRecorruptedPair(spectrum=spec, target_lowpass=0.0)

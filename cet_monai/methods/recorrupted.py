@@ -62,6 +62,10 @@ class RecorruptedPairs(DenoisingMethod):
             to 128 voxels per axis, whatever the tomogram's size;
             :class:`~cet_monai.transforms.NoiseBank`), which keeps the spectrum's fine structure;
             for several tomograms ``max(2, B // n)`` volumes per tomogram.
+        target_lowpass: ``None`` (default) or a frequency in cycles/voxel above which the training
+            targets are low-pass filtered (raised-cosine roll-off 0.05 cycles/voxel wide;
+            :func:`~cet_monai.transforms.radial_lowpass`): where one tomogram holds no measurable
+            signal the target is noise only (training only; the inference is unchanged).
         noise_weighted_loss: the training loss weights each Fourier coefficient of the error by the
             estimated noise power there to this power (:class:`~cet_monai.losses.NoiseWeightedMSELoss`;
             ``0``: the plain mean squared error).
@@ -84,7 +88,8 @@ class RecorruptedPairs(DenoisingMethod):
     # (2026-12-03: both became the default after the benchmark table; docs/benchmarks.md)
     absent_in_old_records = {"spectrum_equalize_levels": False, "local_noise_level": False, "flip_versions": False,
                              "spectrum_calibration": "white", "spectrum_low_frequencies": "ramp", "noise_bank": 0,
-                             "noise_weighted_loss": 0.0, "equalize_noise_level": False}
+                             "noise_weighted_loss": 0.0, "equalize_noise_level": False,
+                             "target_lowpass": None}
 
     alpha: float = 1.0
     spectrum_block: int = 32
@@ -96,6 +101,7 @@ class RecorruptedPairs(DenoisingMethod):
     spectrum_low_frequencies: str = "ramp"
     noise_bank: int = 0
     noise_weighted_loss: float = 0.0
+    target_lowpass: float | None = None
     flip_versions: bool = True
     spectrum: Any = field(default=None, compare=False, repr=False)
     spectrum_seed: int | None = None
@@ -123,6 +129,12 @@ class RecorruptedPairs(DenoisingMethod):
                 or not -2.0 <= float(self.noise_weighted_loss) <= 2.0:
             raise CetMonaiError(f"noise_weighted_loss must be a number in [-2, 2] (0: plain MSE), got {self.noise_weighted_loss!r}")
         object.__setattr__(self, "noise_weighted_loss", float(self.noise_weighted_loss))
+        if self.target_lowpass is not None:
+            if isinstance(self.target_lowpass, bool) or not isinstance(self.target_lowpass, (int, float)) \
+                    or not 0.0 < float(self.target_lowpass) <= 0.87:
+                raise CetMonaiError("target_lowpass must be null (off) or a frequency in (0, 0.87] cycles/voxel "
+                                    f"(0.5: Nyquist along an axis), got {self.target_lowpass!r}")
+            object.__setattr__(self, "target_lowpass", float(self.target_lowpass))
         for name in ("spectrum_equalize_levels", "local_noise_level", "equalize_noise_level"):
             if not isinstance(getattr(self, name), bool):
                 raise CetMonaiError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -212,7 +224,7 @@ class RecorruptedPairs(DenoisingMethod):
         from cet_monai.transforms import RandRecorruptedPaird, SelectNoiseSpectrumd
 
         options = {"alpha": self.alpha, "num_samples": self.pairs_per_patch, "local_level": self.local_noise_level, "noise_bank": self.noise_bank,
-                   "equalize_level": self.equalize_noise_level}
+                   "equalize_level": self.equalize_noise_level, "target_lowpass": self.target_lowpass}
         if self.per_tomogram:
             spectra = self._tomogram_spectra()
             if self.noise_bank:  # one bank per tomogram: the same memory in all as one tomogram's

@@ -7,7 +7,8 @@
   :class:`FourierSamplePool`, :func:`missing_wedge_mask`, :func:`fourier_versions`,
   :func:`combine_split_predictions`.
 * Recorrupted pairs (Noise2Noise from one tomogram and its noise spectrum, the default):
-  :class:`RandRecorruptedPair`, :class:`RandRecorruptedPaird`, :func:`colored_noise`, with
+  :class:`RandRecorruptedPair`, :class:`RandRecorruptedPaird`, :func:`colored_noise`,
+  :func:`radial_lowpass` (the optional low-pass of the targets), with
   :mod:`cet_monai.noise_spectrum`; :class:`SelectNoiseSpectrumd` gives each item of several
   tomograms its own tomogram's spectrum.
 * Shared: :class:`RandTomogramPatchd` (even patch coverage, specimen mask, margins) and
@@ -43,7 +44,7 @@ from .fourier import (
 )
 from .patches import PATCH_MARGIN_KEY, PATCH_SIZE_KEY, PATCH_START_KEY, TOMOGRAM_INDEX_KEY, RandTomogramPatchd, tiling_positions
 from .pool import FourierSamplePool
-from .recorrupt import NoiseBank, RandRecorruptedPair, RandRecorruptedPaird, SelectNoiseSpectrumd, colored_noise
+from .recorrupt import NoiseBank, RandRecorruptedPair, RandRecorruptedPaird, SelectNoiseSpectrumd, colored_noise, radial_lowpass
 from .spatial import RandWedgeFlipd
 from ._utils import hermitian_symmetrize, is_hermitian_consistent
 
@@ -73,6 +74,7 @@ __all__ = [
     "RandRecorruptedPaird",
     "SelectNoiseSpectrumd",
     "colored_noise",
+    "radial_lowpass",
     "RandTomogramPatchd",
     "tiling_positions",
     "PATCH_START_KEY",

@@ -28,6 +28,12 @@ level instead, and the noise drawn at the spectrum's own strength: the pair is t
 divided by ``sqrt(level)``, so the network sees noise of one strength in every patch, wherever it
 lies on the lamella, and the inference multiplies each window's estimate back
 (:class:`cet_monai.inferers.RecorruptedSampler` with ``equalize_level``).
+
+With ``target_lowpass`` the target's Fourier coefficients above that frequency (cycles/voxel) are
+removed, on the patch with its margin, before the crop (:func:`radial_lowpass`): where one noisy
+tomogram holds no measurable signal the target is noise only, which adds to the gradient's noise
+and teaches the network nothing it could not learn from a zero target; the network then learns to
+output nothing there. Training only: the input and the inference are unchanged.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from cet_monai.noise_spectrum import NOISE_SPECTRUM_KEY, NoiseSpectrum, local_no
 from ._utils import get_meta_value, pair_items, spatial_tuple, to_tensor, wrap_like
 from .patches import TOMOGRAM_INDEX_KEY
 
-__all__ = ["colored_noise", "NoiseBank", "RandRecorruptedPair", "RandRecorruptedPaird", "SelectNoiseSpectrumd"]
+__all__ = ["colored_noise", "radial_lowpass", "NoiseBank", "RandRecorruptedPair", "RandRecorruptedPaird", "SelectNoiseSpectrumd"]
 
 
 def colored_noise(white: torch.Tensor, spectrum: NoiseSpectrum) -> torch.Tensor:
@@ -121,6 +127,26 @@ class NoiseBank:
         return torch.stack(out)
 
 
+def radial_lowpass(x: torch.Tensor, cutoff: float, rolloff: float = 0.05) -> torch.Tensor:
+    """``x`` low-pass filtered over its last three axes: Fourier coefficients with ``|k| <= cutoff``
+    (cycles/voxel, each axis's frequencies normalised by its own length) kept, those above
+    ``cutoff + rolloff`` removed, a raised cosine between (a hard edge would ring over the whole
+    patch). Periodic, as any FFT filter: apply it on a patch with a margin and crop the margin.
+
+    ``x``: ``(..., Z, Y, X)`` float tensor, any device; returns the same shape and dtype.
+    """
+    # written here: MONAI's k-space utilities (monai.apps.reconstruction) are 2D MRI masks, and
+    # its spatial filters (GaussianSmooth, ...) are real-space kernels with no sharp cut-off
+    shape = tuple(x.shape[-3:])
+    fz, fy = torch.fft.fftfreq(shape[0], device=x.device), torch.fft.fftfreq(shape[1], device=x.device)
+    fx = torch.fft.rfftfreq(shape[2], device=x.device)
+    k = torch.sqrt(fz[:, None, None] ** 2 + fy[None, :, None] ** 2 + fx[None, None, :] ** 2)
+    ramp = torch.clamp((float(cutoff) + float(rolloff) - k) / max(float(rolloff), 1e-12), 0.0, 1.0)
+    mask = 0.5 - 0.5 * torch.cos(torch.pi * ramp)
+    spectrum = torch.fft.rfftn(x.float(), dim=(-3, -2, -1)) * mask
+    return torch.fft.irfftn(spectrum, s=shape, dim=(-3, -2, -1)).to(x.dtype)
+
+
 def _crop(x: torch.Tensor, margin: Sequence[int]) -> torch.Tensor:
     if not any(margin):
         return x
@@ -150,6 +176,10 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
             spectrum on the spectrum's own grid (:class:`NoiseBank`: the spectrum's fine
             structure and long-range covariance kept, memory bounded by ``B`` grids); a patch
             larger than that grid is drawn on its own grid.
+        target_lowpass: ``None`` (default) or a frequency in cycles/voxel: the target's
+            coefficients above it are removed (:func:`radial_lowpass`, raised-cosine roll-off
+            ``target_rolloff`` wide), on the patch with its margin before the crop (module docstring).
+        target_rolloff: width of that roll-off (cycles/voxel).
 
     Input: ``img`` ``(C, Z', Y', X')`` (numpy or torch, any device). Output: a list of M
     ``(input, target)`` tuples of ``(C, Z'-2m, Y'-2m, X'-2m)`` torch tensors on the input's
@@ -172,8 +202,14 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         local_level: bool = False,
         noise_bank: int = 0,
         equalize_level: bool = False,
+        target_lowpass: float | None = None,
+        target_rolloff: float = 0.05,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
+        if target_lowpass is not None and not float(target_lowpass) > 0:
+            raise ValueError(f"target_lowpass must be a frequency > 0 (cycles/voxel) or None, got {target_lowpass}")
+        if not float(target_rolloff) >= 0:
+            raise ValueError(f"target_rolloff must be >= 0, got {target_rolloff}")
         if equalize_level and not local_level:
             raise ValueError("equalize_level divides each patch by its local noise level: it needs local_level=True")
         if int(noise_bank) < 0:
@@ -190,6 +226,8 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         self.local_level = bool(local_level)
         self.equalize_level = bool(equalize_level)
         self.noise_bank = int(noise_bank)
+        self.target_lowpass = None if target_lowpass is None else float(target_lowpass)
+        self.target_rolloff = float(target_rolloff)
         self._white: np.ndarray | None = None
         self._cuts: np.ndarray | None = None
         self._banks: dict[int, tuple[NoiseSpectrum, NoiseBank]] = {}
@@ -293,7 +331,10 @@ class RandRecorruptedPair(RandomizableTransform, MultiSampleTrait):
         for j in range(self.num_samples):
             zj = z[j][None]  # the same noise in every channel
             inp = _crop(x + self.alpha * zj, margin).to(self.dtype)
-            tgt = _crop(x - zj / self.alpha, margin).to(self.dtype)
+            tgt = x - zj / self.alpha
+            if self.target_lowpass is not None:
+                tgt = radial_lowpass(tgt, self.target_lowpass, self.target_rolloff)
+            tgt = _crop(tgt, margin).to(self.dtype)
             pairs.append((wrap_like(inp, img, crop_start=margin), wrap_like(tgt, img, crop_start=margin)))
         return pairs
 
@@ -325,6 +366,8 @@ class RandRecorruptedPaird(RandomizableTransform, MapTransform, MultiSampleTrait
         local_level: bool = False,
         noise_bank: int = 0,
         equalize_level: bool = False,
+        target_lowpass: float | None = None,
+        target_rolloff: float = 0.05,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -334,7 +377,8 @@ class RandRecorruptedPaird(RandomizableTransform, MapTransform, MultiSampleTrait
         self.label_key = label_key
         self.spectrum_key = spectrum_key
         self.pairer = RandRecorruptedPair(spectrum=spectrum, alpha=alpha, num_samples=num_samples, margin=margin, prob=1.0, dtype=dtype,
-                                          local_level=local_level, noise_bank=noise_bank, equalize_level=equalize_level)
+                                          local_level=local_level, noise_bank=noise_bank, equalize_level=equalize_level,
+                                          target_lowpass=target_lowpass, target_rolloff=target_rolloff)
 
     @property
     def num_samples(self) -> int:
