@@ -291,19 +291,23 @@ def test_resume_with_a_larger_budget_and_the_best_model():
 
 def test_the_recorrupted_bundle_trains_with_the_noise_weighted_loss(tmp_path):
     """``--noise_weighted_loss 0.5`` reaches the trainer's loss (built by the method, with the
-    spectrum estimated in the run), and the checkpoint's record keeps it; the default is the MSE."""
+    spectrum estimated in the run), and ``--target_lowpass 0.35`` the training pairs; the checkpoint's
+    record keeps both; the default is the MSE with unfiltered targets."""
     from cet_monai.losses import NoiseWeightedMSELoss
 
-    wf = train("recorrupted_denoising", tmp_path / "weighted", iterations=2, noise_weighted_loss=0.5)
+    wf = train("recorrupted_denoising", tmp_path / "weighted", iterations=2, noise_weighted_loss=0.5, target_lowpass=0.35)
+    assert wf.parser.get_parsed_content("train#pairing").pairer.target_lowpass == 0.35
     loss = wf.parser.get_parsed_content("train#trainer").loss_function
     assert isinstance(loss, NoiseWeightedMSELoss) and loss.exponent == 0.5
     assert loss.spectra == [wf.parser.get_parsed_content("method").spectrum]
     assert np.isfinite(wf.parser.get_parsed_content("train#trainer").state.output["loss"].item())
     ckpt = torch.load(final_checkpoint(tmp_path / "weighted"), map_location="cpu", weights_only=True)
     assert ckpt["method"]["method"]["noise_weighted_loss"] == 0.5
+    assert ckpt["method"]["method"]["target_lowpass"] == 0.35
     plain = workflow("recorrupted_denoising", output_dir=str(tmp_path / "plain"), **{**TINY, **MARGIN["recorrupted_denoising"]})
     plain.initialize()
     assert type(plain.parser.get_parsed_content("loss")) is torch.nn.MSELoss
+    assert plain.parser.get_parsed_content("train#pairing").pairer.target_lowpass is None
 
 
 # ---------------------------------------------------------------------------- multi-GPU config
