@@ -38,6 +38,7 @@ output nothing there. Training only: the input and the inference are unchanged.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from copy import deepcopy
 from typing import Callable, Hashable, Mapping, Sequence
@@ -127,6 +128,16 @@ class NoiseBank:
         return torch.stack(out)
 
 
+@functools.lru_cache(maxsize=8)
+def _lowpass_mask(shape: tuple, cutoff: float, rolloff: float) -> torch.Tensor:
+    """The raised-cosine mask of :func:`radial_lowpass` on the rfft grid of ``shape`` (CPU, cached:
+    every training pair of one patch size uses the same one)."""
+    fz, fy, fx = torch.fft.fftfreq(shape[0]), torch.fft.fftfreq(shape[1]), torch.fft.rfftfreq(shape[2])
+    k = torch.sqrt(fz[:, None, None] ** 2 + fy[None, :, None] ** 2 + fx[None, None, :] ** 2)
+    ramp = torch.clamp((cutoff + rolloff - k) / max(rolloff, 1e-12), 0.0, 1.0)
+    return 0.5 - 0.5 * torch.cos(torch.pi * ramp)
+
+
 def radial_lowpass(x: torch.Tensor, cutoff: float, rolloff: float = 0.05) -> torch.Tensor:
     """``x`` low-pass filtered over its last three axes: Fourier coefficients with ``|k| <= cutoff``
     (cycles/voxel, each axis's frequencies normalised by its own length) kept, those above
@@ -138,11 +149,7 @@ def radial_lowpass(x: torch.Tensor, cutoff: float, rolloff: float = 0.05) -> tor
     # written here: MONAI's k-space utilities (monai.apps.reconstruction) are 2D MRI masks, and
     # its spatial filters (GaussianSmooth, ...) are real-space kernels with no sharp cut-off
     shape = tuple(x.shape[-3:])
-    fz, fy = torch.fft.fftfreq(shape[0], device=x.device), torch.fft.fftfreq(shape[1], device=x.device)
-    fx = torch.fft.rfftfreq(shape[2], device=x.device)
-    k = torch.sqrt(fz[:, None, None] ** 2 + fy[None, :, None] ** 2 + fx[None, None, :] ** 2)
-    ramp = torch.clamp((float(cutoff) + float(rolloff) - k) / max(float(rolloff), 1e-12), 0.0, 1.0)
-    mask = 0.5 - 0.5 * torch.cos(torch.pi * ramp)
+    mask = _lowpass_mask(shape, float(cutoff), float(rolloff)).to(x.device)
     spectrum = torch.fft.rfftn(x.float(), dim=(-3, -2, -1)) * mask
     return torch.fft.irfftn(spectrum, s=shape, dim=(-3, -2, -1)).to(x.dtype)
 
