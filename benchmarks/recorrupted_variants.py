@@ -448,6 +448,8 @@ def main(argv=None) -> int:
                "gain_db": round(float(psnr(out, sim.clean) - gauss["psnr"].value), 3), "ssim": round(float(ssim(out, sim.clean)), 4),
                "gaussian_ssim": round(float(gauss["ssim"].value), 4), "slope": round(float(slope(out, sim.clean)), 3),
                "train_s": round(train_s)}
+        if method.target_lowpass == "auto":  # the cutoff the run set from the tomogram (None: off)
+            row["lowpass_cutoff"] = method.lowpass_cutoff()
         print(json.dumps(row), flush=True)
 
     k8 = denoise_with_network(net, source.image, inferer(8, alpha))

@@ -324,13 +324,14 @@ def estimate_noise_spectrum(
     ok = shell_spread <= spread_tolerance
     first = next((i for i in range(1, n_shells - 1) if ok[i] and ok[i + 1]), None)
     k0 = first / min(shape) if first is not None and first > 1 else float("nan")
+    edge, excess_floor = _signal_edge(mean, grid, shell, n_shells, len(starts))
     uncapped = grid
     grid = _low_frequencies(grid, k0, low_frequency_exponent, low_frequency_model)
     grid[0, 0, 0] = _dc_fill(grid)
     info = {"estimator": "block_quantile", "block": int(block), "quantile": float(quantile), "max_blocks": int(max_blocks),
             "n_blocks": int(len(starts)), "calibration_bias": bias, "white_spread": white_spread,
             "spread_tolerance": float(spread_tolerance), "low_frequency_exponent": float(low_frequency_exponent),
-            "k0": k0, "seed": int(seed), "fine_size": int(fine_size),
+            "k0": k0, "signal_edge": edge, "excess_floor": excess_floor, "seed": int(seed), "fine_size": int(fine_size),
             "equalize_levels": bool(equalize_levels), "calibration": calibration, "low_frequency_model": low_frequency_model}
     if fine_size:
         # step 6: the fine structure of the spectrum (the missing wedge's sharp edges, the tilt
@@ -368,6 +369,44 @@ def _colored_bias(spectrum: np.ndarray, n_cal: int, block: Sequence[int], quanti
     ratio = ndimage.uniform_filter(ratio, size=5, mode="wrap")
     ratio[0, 0, 0] = _dc_fill(ratio)
     return np.maximum(ratio, 1e-6)
+
+
+#: the scatter of a noise-only shell's excess power (below) times the square root of the number of
+#: cubes: 0.005 with the 147 cubes of a 64 x 128 x 128 tomogram, 0.015 with the 18 of a 48 x 64 x 64
+#: one (pure coloured noise and simulated tomograms; docs/denoising.md, fifteenth pass)
+EXCESS_SCATTER = 0.06
+#: a shell holds measurable signal when its excess stands this many scatters above the highest
+#: shells' (:func:`_signal_edge`), and never less than :data:`SIGNAL_MARGIN`
+SIGNAL_SCATTERS = 4.0
+SIGNAL_MARGIN = 0.02
+
+
+def _signal_edge(mean: np.ndarray, noise: np.ndarray, shell: np.ndarray, n_shells: int, n_blocks: int) -> tuple[float, float]:
+    """Where the tomogram's measurable signal ends: the upper edge (cycles/voxel) of the highest
+    shell of the cube grid whose excess power ``sum(mean) / sum(noise) - 1`` (the cubes' mean
+    periodogram over the calibrated noise estimate) stands at least ``max(SIGNAL_MARGIN,
+    SIGNAL_SCATTERS * EXCESS_SCATTER / sqrt(n_blocks))`` (0.02 from 144 cubes up) above the
+    median excess of the highest shells (``|k| >= HIGH_SHELLS``: noise alone in any
+    reconstruction, so their excess is the estimate's own offset, e.g. from noise that varies
+    across the volume). Returns ``(edge, that median)``; the edge is 0.5 when even the highest
+    shells below Nyquist hold signal by this test, and ``nan`` when no shell does.
+
+    Signal weaker than the margin times the noise is not measurable here: shells above the
+    edge may still hold a little (on simulated weighted back-projection at SNR 0.05, signal/noise
+    0.01-0.03 in the shell above the edge)."""
+    excess = np.full(n_shells, np.nan)
+    for i in range(1, n_shells):
+        sel = shell == i
+        if np.any(sel):
+            excess[i] = float(mean[sel].sum() / max(noise[sel].sum(), 1e-30) - 1.0)
+    size = len(excess) * 2
+    high = [i for i in range(1, n_shells) if i / size >= HIGH_SHELLS and np.isfinite(excess[i])]
+    if not high:
+        return float("nan"), float("nan")
+    offset = float(np.median(excess[high]))
+    margin = max(SIGNAL_MARGIN, SIGNAL_SCATTERS * EXCESS_SCATTER / math.sqrt(max(int(n_blocks), 1)))
+    above = [i for i in range(1, n_shells) if np.isfinite(excess[i]) and excess[i] - offset >= margin]
+    return (min(0.5, (max(above) + 1) / size) if above else float("nan")), offset
 
 
 def _low_frequencies(grid: np.ndarray, k0: float, exponent: float, model: str) -> np.ndarray:

@@ -4,6 +4,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -180,6 +181,39 @@ def test_equalize_noise_level_reaches_the_pairing_and_the_sampler(source):
     spectra = (method.spectrum, method.spectrum, method.spectrum)
     several = RecorruptedPairs(noise_bank=6, spectrum_seed=0, spectra=spectra)
     assert several.training_pairing().transforms[-1].pairer.noise_bank == 2
+
+
+def _ramp_or_rolled_off(rolled_off: bool, edge: float):
+    """A spectrum whose highest shells hold ~90 % (ramp-like) or ~20 % (rolled off) of its
+    strongest shell's power, recording ``edge`` as where its tomogram's signal ends."""
+    from cet_monai.noise_spectrum import NoiseSpectrum
+
+    k = np.sqrt(sum(f**2 for f in np.meshgrid(*[np.fft.fftfreq(32)] * 3, indexing="ij")))
+    grid = np.minimum(k, 0.3) / 0.3 * (np.exp(-((k / 0.3) ** 4)) if rolled_off else 1.0)
+    return NoiseSpectrum(grid, {"signal_edge": edge})
+
+
+def test_target_lowpass_auto_is_set_from_the_spectrum():
+    """``auto``: one estimator shell (1/32) above the spectrum's signal edge; off where the noise
+    is rolled off at high frequencies or no shell holds measurable signal; several tomograms: the
+    highest cutoff, off if any one is off; a spectrum without the edge is a clear error."""
+    method = RecorruptedPairs(target_lowpass="auto")
+    assert method.with_spectrum(_ramp_or_rolled_off(False, 0.28)).lowpass_cutoff() == pytest.approx(0.28 + 1 / 32)
+    assert RecorruptedPairs(target_lowpass="auto", spectrum_block=16).with_spectrum(
+        _ramp_or_rolled_off(False, 0.28)).lowpass_cutoff() == pytest.approx(0.28 + 1 / 16)
+    assert method.with_spectrum(_ramp_or_rolled_off(True, 0.28)).lowpass_cutoff() is None
+    assert method.with_spectrum(_ramp_or_rolled_off(False, float("nan"))).lowpass_cutoff() is None
+    assert method.with_spectrum(_ramp_or_rolled_off(False, 0.28)).training_pairing().pairer.target_lowpass == pytest.approx(0.28 + 1 / 32)
+    several = RecorruptedPairs(target_lowpass="auto", spectrum_seed=0,
+                               spectra=(_ramp_or_rolled_off(False, 0.25), _ramp_or_rolled_off(False, 0.31)))
+    assert several.lowpass_cutoff() == pytest.approx(0.31 + 1 / 32)
+    assert dataclasses.replace(several, spectra=several.spectra + (_ramp_or_rolled_off(True, 0.3),)).lowpass_cutoff() is None
+    assert method_from_dict(method.to_dict()).target_lowpass == "auto"
+    assert RecorruptedPairs(target_lowpass=0.3).with_spectrum(_ramp_or_rolled_off(True, 0.2)).lowpass_cutoff() == 0.3
+    old = _ramp_or_rolled_off(False, 0.28)
+    old.info.pop("signal_edge")
+    with pytest.raises(CetMonaiError, match="signal edge"):
+        method.with_spectrum(old).lowpass_cutoff()
 
 
 def test_noise_weighted_loss_is_built_with_the_estimated_spectra(source):

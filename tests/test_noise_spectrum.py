@@ -79,6 +79,24 @@ def test_signal_in_some_cubes_barely_moves_the_estimate():
     assert off.any() and np.all(ratio[off] < 1.25)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_signal_edge_is_where_the_signal_ends(seed):
+    """A random field band-limited at 0.2 cycles/voxel (raised cosine to 0.25) in the low-x half of
+    the volume, over ramp noise: the estimate records where its power stops standing above the
+    noise (the field's own edge, within one shell of the cube grid); on the noise alone, nowhere."""
+    from cet_monai.transforms import radial_lowpass
+
+    rng = np.random.default_rng(seed)
+    noise = _noise(_ramp(SHAPE), seed=seed + 10)
+    field = radial_lowpass(torch.from_numpy(rng.standard_normal(SHAPE).astype(np.float32)), 0.2, 0.05).numpy()
+    half = 1.0 / (1.0 + np.exp((np.arange(SHAPE[2]) - 24) / 3.0))
+    est = estimate_noise_spectrum((noise + 2.0 * field * half).astype(np.float32))
+    assert 0.2 <= est.info["signal_edge"] <= 0.25 + 1 / 32 + 1e-9, est.info
+    assert np.isnan(estimate_noise_spectrum(noise).info["signal_edge"])
+    # the record survives the checkpoint's state dict
+    assert NoiseSpectrum.from_state_dict(est.state_dict()).info["signal_edge"] == est.info["signal_edge"]
+
+
 def test_noise_drawn_with_an_estimate_has_its_variance_on_any_grid():
     est = NoiseSpectrum(_ramp((32, 32, 32)) * 3.0)
     rng = np.random.default_rng(0)

@@ -66,6 +66,10 @@ class RecorruptedPairs(DenoisingMethod):
             targets are low-pass filtered (raised-cosine roll-off 0.05 cycles/voxel wide;
             :func:`~cet_monai.transforms.radial_lowpass`): where one tomogram holds no measurable
             signal the target is noise only (training only; the inference is unchanged).
+            ``"auto"``: the frequency is set from the tomogram (:meth:`lowpass_cutoff`): one
+            estimator shell above where its measurable signal ends (the spectrum's
+            ``signal_edge``), and off when the noise spectrum is rolled off above that edge (a
+            SIRT-like or apodised reconstruction, where the filter only took signal away).
         noise_weighted_loss: the training loss weights each Fourier coefficient of the error by the
             estimated noise power there to this power (:class:`~cet_monai.losses.NoiseWeightedMSELoss`;
             ``0``: the plain mean squared error).
@@ -101,7 +105,7 @@ class RecorruptedPairs(DenoisingMethod):
     spectrum_low_frequencies: str = "ramp"
     noise_bank: int = 0
     noise_weighted_loss: float = 0.0
-    target_lowpass: float | None = None
+    target_lowpass: float | str | None = None
     flip_versions: bool = True
     spectrum: Any = field(default=None, compare=False, repr=False)
     spectrum_seed: int | None = None
@@ -129,11 +133,11 @@ class RecorruptedPairs(DenoisingMethod):
                 or not -2.0 <= float(self.noise_weighted_loss) <= 2.0:
             raise CetMonaiError(f"noise_weighted_loss must be a number in [-2, 2] (0: plain MSE), got {self.noise_weighted_loss!r}")
         object.__setattr__(self, "noise_weighted_loss", float(self.noise_weighted_loss))
-        if self.target_lowpass is not None:
+        if self.target_lowpass is not None and self.target_lowpass != "auto":
             if isinstance(self.target_lowpass, bool) or not isinstance(self.target_lowpass, (int, float)) \
                     or not 0.0 < float(self.target_lowpass) <= 0.87:
-                raise CetMonaiError("target_lowpass must be null (off) or a frequency in (0, 0.87] cycles/voxel "
-                                    f"(0.5: Nyquist along an axis), got {self.target_lowpass!r}")
+                raise CetMonaiError("target_lowpass must be null (off), 'auto' (set from the tomogram) or a frequency in "
+                                    f"(0, 0.87] cycles/voxel (0.5: Nyquist along an axis), got {self.target_lowpass!r}")
             object.__setattr__(self, "target_lowpass", float(self.target_lowpass))
         for name in ("spectrum_equalize_levels", "local_noise_level", "equalize_noise_level"):
             if not isinstance(getattr(self, name), bool):
@@ -224,13 +228,36 @@ class RecorruptedPairs(DenoisingMethod):
         from cet_monai.transforms import RandRecorruptedPaird, SelectNoiseSpectrumd
 
         options = {"alpha": self.alpha, "num_samples": self.pairs_per_patch, "local_level": self.local_noise_level, "noise_bank": self.noise_bank,
-                   "equalize_level": self.equalize_noise_level, "target_lowpass": self.target_lowpass}
+                   "equalize_level": self.equalize_noise_level, "target_lowpass": self.lowpass_cutoff()}
         if self.per_tomogram:
             spectra = self._tomogram_spectra()
             if self.noise_bank:  # one bank per tomogram: the same memory in all as one tomogram's
                 options["noise_bank"] = max(2, self.noise_bank // len(spectra))
             return Compose([SelectNoiseSpectrumd(spectra), RandRecorruptedPaird(keys="image", label_key="label", **options)])
         return RandRecorruptedPaird(keys="image", label_key="label", spectrum=self._spectrum(), **options)
+
+    def lowpass_cutoff(self) -> float | None:
+        """The frequency (cycles/voxel) above which the training targets are low-pass filtered, or
+        ``None`` (off): :attr:`target_lowpass` as given, or for ``"auto"`` set from the fitted
+        spectrum (several tomograms: the highest of their cutoffs, off if any is off):
+
+        * where the tomogram's measurable signal ends (the spectrum's ``signal_edge``: the highest
+          shell whose power stands measurably above the noise estimate,
+          :func:`~cet_monai.noise_spectrum.estimate_noise_spectrum`) plus one shell of the
+          estimator (``1 / spectrum_block``), since a cutoff too low costs far more than one too
+          high (weighted back-projection, SNR 0.05, weighted loss: 0.25 cycles/voxel -0.86 dB
+          against 0.30, 0.45 level with 0.35; ``docs/denoising.md``, fifteenth pass);
+        * off when the noise spectrum is rolled off at high frequencies, its mean power in the
+          highest shells (``|k| >= 0.375``) below half its strongest shell's (SIRT-like and
+          apodised reconstructions): there the filter lost at every
+          cutoff tried (0.20 to 0.35: -0.1 to -0.6 dB), since the few targets' noise it removes
+          carried little weight and the faint signal it removed was still learnable.
+        """
+        if self.target_lowpass != "auto":
+            return self.target_lowpass
+        spectra = list(self._tomogram_spectra()) if self.per_tomogram else [self._spectrum()]
+        cutoffs = [_auto_lowpass(spectrum, self.spectrum_block) for spectrum in spectra]
+        return None if any(c is None for c in cutoffs) else max(cutoffs)
 
     def training_loss(self):
         """The training loss: :class:`~cet_monai.losses.NoiseWeightedMSELoss` with the estimated
@@ -275,3 +302,29 @@ class RecorruptedPairs(DenoisingMethod):
             passes = self.passes if options.get("passes") is None else int(options["passes"])
             check_std_predictions(self.versions if options.get("versions") is None else int(options["versions"]), passes)
         return PerTomogramInferer(lambda tomogram: self.with_spectrum(self.estimate_spectrum(tomogram, self.spectrum_seed)).inferer(**options))
+
+
+#: the noise spectrum counts as rolled off when its mean power in the highest shells (``|k| >=
+#: HIGH_SHELLS``) is below this fraction of its strongest shell's (:meth:`RecorruptedPairs.lowpass_cutoff`)
+ROLLED_OFF = 0.5
+
+
+def _auto_lowpass(spectrum, block: int) -> float | None:
+    """The ``"auto"`` target low-pass cutoff for one tomogram's spectrum (see
+    :meth:`RecorruptedPairs.lowpass_cutoff`)."""
+    import math
+
+    import numpy as np
+
+    from cet_monai.noise_spectrum import HIGH_SHELLS, radial_profile
+
+    edge = spectrum.info.get("signal_edge")
+    if edge is None:
+        raise CetMonaiError("target_lowpass 'auto' needs the spectrum's signal edge, which spectra estimated before "
+                            "2026-12-07 do not record: estimate the spectrum again (train without --resume)")
+    if not math.isfinite(float(edge)):
+        return None  # no shell measurably above the noise: nothing tells where the signal ends
+    centres, power = radial_profile(spectrum.grid, n_shells=16)
+    if power[centres >= HIGH_SHELLS].mean() < ROLLED_OFF * power.max():
+        return None
+    return min(0.87, float(edge) + 1.0 / int(block))
