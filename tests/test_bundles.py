@@ -290,11 +290,18 @@ def test_resume_with_a_larger_budget_and_the_best_model():
 
 
 def test_the_recorrupted_bundle_trains_with_the_noise_weighted_loss(tmp_path):
-    """``--noise_weighted_loss 0.5`` reaches the trainer's loss (built by the method, with the
-    spectrum estimated in the run), and ``--target_lowpass 0.35`` the training pairs; the checkpoint's
-    record keeps both; the default is the MSE with unfiltered targets."""
+    """The default: the loss weighted by the noise spectrum to the power 0.5 (built by the method,
+    with the spectrum estimated in the run) and the targets low-pass filtered where the
+    tomogram's spectrum says its signal ends (``auto``); ``--target_lowpass 0.35`` reaches the
+    training pairs as given; the checkpoint's record keeps both; ``--noise_weighted_loss 0
+    --target_lowpass None`` is the plain MSE with unfiltered targets."""
     from cet_monai.losses import NoiseWeightedMSELoss
 
+    default = workflow("recorrupted_denoising", output_dir=str(tmp_path / "default"), **{**TINY, **MARGIN["recorrupted_denoising"]})
+    default.initialize()
+    method = default.parser.get_parsed_content("method")
+    assert method.noise_weighted_loss == 0.5 and method.target_lowpass == "auto"
+    assert default.parser.get_parsed_content("train#pairing").pairer.target_lowpass == method.lowpass_cutoff()
     wf = train("recorrupted_denoising", tmp_path / "weighted", iterations=2, noise_weighted_loss=0.5, target_lowpass=0.35)
     assert wf.parser.get_parsed_content("train#pairing").pairer.target_lowpass == 0.35
     loss = wf.parser.get_parsed_content("train#trainer").loss_function
@@ -304,7 +311,8 @@ def test_the_recorrupted_bundle_trains_with_the_noise_weighted_loss(tmp_path):
     ckpt = torch.load(final_checkpoint(tmp_path / "weighted"), map_location="cpu", weights_only=True)
     assert ckpt["method"]["method"]["noise_weighted_loss"] == 0.5
     assert ckpt["method"]["method"]["target_lowpass"] == 0.35
-    plain = workflow("recorrupted_denoising", output_dir=str(tmp_path / "plain"), **{**TINY, **MARGIN["recorrupted_denoising"]})
+    plain = workflow("recorrupted_denoising", output_dir=str(tmp_path / "plain"), noise_weighted_loss=0.0, target_lowpass=None,
+                     **{**TINY, **MARGIN["recorrupted_denoising"]})
     plain.initialize()
     assert type(plain.parser.get_parsed_content("loss")) is torch.nn.MSELoss
     assert plain.parser.get_parsed_content("train#pairing").pairer.target_lowpass is None

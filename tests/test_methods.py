@@ -146,7 +146,8 @@ def test_records_older_than_a_setting_keep_what_they_were_trained_with():
     assert method_from_dict(state).local_noise_level is True  # a record that has the setting keeps it
     assert fresh.flip_versions
     assert fresh.spectrum_calibration == "colored"
-    for name in ("spectrum_equalize_levels", "local_noise_level", "flip_versions", "spectrum_calibration"):
+    assert fresh.noise_weighted_loss == 0.5 and fresh.target_lowpass == "auto"
+    for name in RecorruptedPairs.absent_in_old_records:
         state.pop(name)
     old = method_from_dict(state)
     assert old.spectrum_equalize_levels is False and old.local_noise_level is False
@@ -174,7 +175,7 @@ def test_equalize_noise_level_reaches_the_pairing_and_the_sampler(source):
     assert method.sampler().equalize_level is True
     assert method_from_dict(method.to_dict()).equalize_noise_level is True
     assert RecorruptedPairs().fitted_to(source).sampler().equalize_level is False
-    assert RecorruptedPairs().fitted_to(source).training_pairing().pairer.target_lowpass is None
+    assert RecorruptedPairs(target_lowpass=None).fitted_to(source).training_pairing().pairer.target_lowpass is None
     lowpass = RecorruptedPairs(target_lowpass=0.35).fitted_to(source)
     assert lowpass.training_pairing().pairer.target_lowpass == 0.35
     assert method_from_dict(lowpass.to_dict()).target_lowpass == 0.35

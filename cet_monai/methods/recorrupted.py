@@ -62,17 +62,18 @@ class RecorruptedPairs(DenoisingMethod):
             to 128 voxels per axis, whatever the tomogram's size;
             :class:`~cet_monai.transforms.NoiseBank`), which keeps the spectrum's fine structure;
             for several tomograms ``max(2, B // n)`` volumes per tomogram.
-        target_lowpass: ``None`` (default) or a frequency in cycles/voxel above which the training
+        target_lowpass: ``"auto"`` (default), a frequency in cycles/voxel above which the training
             targets are low-pass filtered (raised-cosine roll-off 0.05 cycles/voxel wide;
-            :func:`~cet_monai.transforms.radial_lowpass`): where one tomogram holds no measurable
-            signal the target is noise only (training only; the inference is unchanged).
-            ``"auto"``: the frequency is set from the tomogram (:meth:`lowpass_cutoff`): one
-            estimator shell above where its measurable signal ends (the spectrum's
-            ``signal_edge``), and off when the noise spectrum is rolled off above that edge (a
-            SIRT-like or apodised reconstruction, where the filter only took signal away).
+            :func:`~cet_monai.transforms.radial_lowpass`), or ``None`` (off): where one tomogram
+            holds no measurable signal the target is noise only (training only; the inference
+            is unchanged). ``"auto"`` sets the frequency from the tomogram
+            (:meth:`lowpass_cutoff`): one estimator shell above where its measurable signal ends
+            (the spectrum's ``signal_edge``), and off when the noise spectrum is rolled off at
+            high frequencies (a SIRT-like or apodised reconstruction, where the filter only
+            took signal away).
         noise_weighted_loss: the training loss weights each Fourier coefficient of the error by the
             estimated noise power there to this power (:class:`~cet_monai.losses.NoiseWeightedMSELoss`;
-            ``0``: the plain mean squared error).
+            default 0.5, the noise's amplitude spectrum; ``0``: the plain mean squared error).
         spectrum: the estimated :class:`~cet_monai.noise_spectrum.NoiseSpectrum`; set by
             :meth:`fitted_to` (``None`` before, and for several tomograms).
         spectrum_seed: set by :meth:`fitted_to` when fitted on several tomograms: each one's
@@ -104,8 +105,8 @@ class RecorruptedPairs(DenoisingMethod):
     equalize_noise_level: bool = False
     spectrum_low_frequencies: str = "ramp"
     noise_bank: int = 0
-    noise_weighted_loss: float = 0.0
-    target_lowpass: float | str | None = None
+    noise_weighted_loss: float = 0.5
+    target_lowpass: float | str | None = "auto"
     flip_versions: bool = True
     spectrum: Any = field(default=None, compare=False, repr=False)
     spectrum_seed: int | None = None
