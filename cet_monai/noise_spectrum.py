@@ -399,7 +399,7 @@ def _signal_edge(mean: np.ndarray, noise: np.ndarray, shell: np.ndarray, n_shell
         sel = shell == i
         if np.any(sel):
             excess[i] = float(mean[sel].sum() / max(noise[sel].sum(), 1e-30) - 1.0)
-    size = len(excess) * 2
+    size = min(mean.shape)  # shell i spans [i, i + 1) / size cycles/voxel (_shell_index)
     high = [i for i in range(1, n_shells) if i / size >= HIGH_SHELLS and np.isfinite(excess[i])]
     if not high:
         return float("nan"), float("nan")

@@ -250,8 +250,8 @@ class RecorruptedPairs(DenoisingMethod):
           against 0.30, 0.45 level with 0.35; ``docs/denoising.md``, fifteenth pass);
         * off when the noise spectrum is rolled off at high frequencies, its mean power in the
           highest shells (``|k| >= 0.375``) below half its strongest shell's (SIRT-like and
-          apodised reconstructions): there the filter lost at every
-          cutoff tried (0.20 to 0.35: -0.1 to -0.6 dB), since the few targets' noise it removes
+          apodised reconstructions): there the filter lost at every cutoff tried (0.20 to 0.35:
+          -0.56 to -0.24 dB against none), since the little noise it removes from the targets
           carried little weight and the faint signal it removed was still learnable.
         """
         if self.target_lowpass != "auto":
