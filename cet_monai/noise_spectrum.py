@@ -394,19 +394,21 @@ def _signal_edge(mean: np.ndarray, noise: np.ndarray, shell: np.ndarray, n_shell
     Signal weaker than the margin times the noise is not measurable here: shells above the
     edge may still hold a little (on simulated weighted back-projection at SNR 0.05, signal/noise
     0.01-0.03 in the shell above the edge)."""
-    excess = np.full(n_shells, np.nan)
-    for i in range(1, n_shells):
-        sel = shell == i
-        if np.any(sel):
-            excess[i] = float(mean[sel].sum() / max(noise[sel].sum(), 1e-30) - 1.0)
+    flat = shell.reshape(-1)
+    count = np.bincount(flat, minlength=n_shells)[:n_shells]
+    power = np.bincount(flat, weights=mean.reshape(-1), minlength=n_shells)[:n_shells]
+    noise_power = np.bincount(flat, weights=noise.reshape(-1), minlength=n_shells)[:n_shells]
+    excess = np.where(count > 0, power / np.maximum(noise_power, 1e-30) - 1.0, np.nan)
+    excess[0] = np.nan  # the DC shell: each cube's mean is removed
     size = min(mean.shape)  # shell i spans [i, i + 1) / size cycles/voxel (_shell_index)
-    high = [i for i in range(1, n_shells) if i / size >= HIGH_SHELLS and np.isfinite(excess[i])]
-    if not high:
+    measured = np.isfinite(excess)
+    high = measured & (np.arange(n_shells) / size >= HIGH_SHELLS)
+    if not high.any():
         return float("nan"), float("nan")
     offset = float(np.median(excess[high]))
     margin = max(SIGNAL_MARGIN, SIGNAL_SCATTERS * EXCESS_SCATTER / math.sqrt(max(int(n_blocks), 1)))
-    above = [i for i in range(1, n_shells) if np.isfinite(excess[i]) and excess[i] - offset >= margin]
-    return (min(0.5, (max(above) + 1) / size) if above else float("nan")), offset
+    above = np.flatnonzero(measured & (excess - offset >= margin))
+    return (min(0.5, (int(above.max()) + 1) / size) if above.size else float("nan")), offset
 
 
 def _low_frequencies(grid: np.ndarray, k0: float, exponent: float, model: str) -> np.ndarray:
