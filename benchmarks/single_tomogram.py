@@ -12,7 +12,9 @@ reconstruction), ``hann`` (Hann-apodised ramp: a SIRT-like roll-off of high freq
 the real vesicle membrane geometry of ``../shared/data/real/vesicle_membrane_labels.mrc``, no
 random sheet, more complexes); ``thickening`` (weighted back-projection of a lamella that
 thickens along X: the noise standard deviation doubles from one end to the other, a strong case);
-``mild-thickening`` (the same, 1.4x from one end to the other).
+``mild-thickening`` (the same, 1.4x from one end to the other); ``binned`` (20 A voxels, as a
+2x-binned tomogram: the membranes' 40 A bilayer spacing sits at Nyquist, so some signal reaches
+the highest shells); ``wedge45`` (+-45 deg tilt series in 3 deg steps: a wider missing wedge).
 
     python benchmarks/single_tomogram.py --settings wbp --snr 0.05 --seeds 0 --methods recorrupted
     python benchmarks/single_tomogram.py --set iterations=800 --set alpha=0.5     # bundle overrides
@@ -46,6 +48,8 @@ SETTINGS = {
     "cosine-ctf": {"apodization": "cosine", "ctf": True},
     "thickening": {"noise_gradient": 2.0},
     "mild-thickening": {"noise_gradient": 1.4},
+    "binned": {"voxel_size": 20.0},  # 20 A voxels: the membranes' bilayer spacing (40 A) sits at Nyquist
+    "wedge45": {"tilt_range": 45.0, "tilt_step": 3.0},  # +-45 deg in 3 deg steps: a wider missing wedge
     "membranes": {"membrane_labels": str(REAL / "vesicle_membrane_labels.mrc"), "labels_voxel_size": 10.0, "n_complexes": 40},
 }
 METHODS = ("recorrupted", "fourier", "topaz", "n2n")
