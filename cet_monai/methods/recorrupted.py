@@ -253,6 +253,13 @@ class RecorruptedPairs(DenoisingMethod):
           apodised reconstructions): there the filter lost at every cutoff tried (0.20 to 0.35:
           -0.56 to -0.24 dB against none), since the little noise it removes from the targets
           carried little weight and the faint signal it removed was still learnable.
+
+        The edge is measured against the highest shells, taken as noise only; where they hold
+        signal (binned data: at 20 A per voxel a membrane's bilayer spacing sits at Nyquist) it
+        comes out low (0.19-0.22 cycles/voxel on such simulations, against 0.28-0.31 at 10 A).
+        Measured there, the cutoff it set was level with no low-pass on the mean of two seeds
+        (-0.20 and +0.30 dB; ``docs/denoising.md``, sixteenth pass); ``target_lowpass: null``
+        turns it off.
         """
         if self.target_lowpass != "auto":
             return self.target_lowpass
